@@ -1,0 +1,1 @@
+"""clickseg: click-based interactive segmentation (SegNext-style) from shards to Slurm sweeps."""

@@ -1,0 +1,1 @@
+"""Training data: shards -> crops with simulated clicks, split across ranks and workers."""

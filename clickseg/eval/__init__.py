@@ -1,0 +1,1 @@
+"""Evaluation: clickers, metrics and per-checkpoint evaluation of runs."""

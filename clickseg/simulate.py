@@ -1,0 +1,65 @@
+"""Prompt simulation during training: the clicks and previous mask the model is trained on.
+
+Runs without gradient and may call the model on the batch first (correction
+clicks for ``multi``; the previous interaction for ``single_any``).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from clickseg.config import ClickConfig
+from clickseg.data.clicks import random_error_click
+from clickseg.eval.clickers import center_click
+from clickseg.model import SegNext
+
+
+@torch.no_grad()
+def _predict(model: SegNext, images: torch.Tensor, clicks: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
+    was_training = model.training
+    model.eval()
+    try:
+        return torch.sigmoid(model(images, clicks, prev).float())
+    finally:
+        model.train(was_training)
+
+
+def prepare_prompts(model: SegNext, images: torch.Tensor, gt: torch.Tensor, clicks: torch.Tensor,
+                    cfg: ClickConfig, rng: np.random.Generator, thr: float = 0.49) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return ``(clicks, prev_mask)`` on the images' device for one training step.
+
+    Args:
+        images: (B, 3, T, T) in [0, 1]; gt: (B, 1, T, T) object masks.
+        clicks: (B, P, 3) initial clicks from the data stream (padded with -1).
+    """
+    device = images.device
+    b, _, t, _ = images.shape
+    prev = torch.zeros(b, 1, t, t, device=device)
+    clicks = clicks.to(device)
+    gt_np = gt[:, 0].cpu().numpy() > 0.5
+
+    if cfg.mode == "multi":
+        n_extra = int(rng.integers(0, cfg.max_correction_clicks + 1))
+        if n_extra == 0:
+            return clicks, prev
+        clicks = torch.cat([clicks, clicks.new_full((b, n_extra, 3), -1.0)], dim=1)
+        base = clicks.shape[1] - n_extra
+        for i in range(n_extra):
+            prev = _predict(model, images, clicks, prev)
+            pred = prev[:, 0].cpu().numpy() > thr
+            for j in range(b):
+                c = center_click(gt_np[j].astype(np.int64), pred[j], np.ones_like(pred[j]))
+                clicks[j, base + i] = torch.tensor([c.y, c.x, float(c.is_positive)], device=device)
+        return clicks, prev
+
+    if cfg.mode == "single_any":
+        redo = rng.random(b) < 0.5
+        if redo.any():
+            guess = _predict(model, images, clicks, prev)
+            pred = guess[:, 0].cpu().numpy() > thr
+            for j in np.flatnonzero(redo):
+                c = random_error_click(gt_np[j], pred[j], rng)
+                if c is not None:
+                    clicks[j, 0] = torch.tensor(c, dtype=clicks.dtype, device=device)
+                    prev[j] = guess[j]
+    return clicks, prev

@@ -1,0 +1,156 @@
+"""Training: ``accelerate launch -m clickseg.train CONFIG [key=value ...]``.
+
+Reads top to bottom: build data, model and optimizer, resume from the last
+checkpoint if there is one, then for every epoch stream crops with simulated
+clicks, optimise the normalized focal loss, log to TensorBoard and write a
+checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from torch.utils.data import DataLoader
+
+from clickseg import checkpoint
+from clickseg.config import Config, load_config, save_config, to_dict
+from clickseg.data.stream import TrainStream
+from clickseg.losses import normalized_focal_loss
+from clickseg.model import build_segnext
+from clickseg.model.pretrained import load_mae_weights
+from clickseg.simulate import prepare_prompts
+from clickseg.visualize import click_overlay
+
+STATE_FILE = "train_state.json"
+
+
+def write_state(run_dir: Path, **state) -> None:
+    tmp = run_dir / f".{STATE_FILE}.tmp"
+    tmp.write_text(json.dumps(state))
+    os.replace(tmp, run_dir / STATE_FILE)
+
+
+def batch_iou(logits: torch.Tensor, gt: torch.Tensor, thr: float = 0.49) -> float:
+    pred = torch.sigmoid(logits) > thr
+    obj = gt > 0.5
+    inter = (pred & obj).sum(dim=(1, 2, 3)).float()
+    union = (pred | obj).sum(dim=(1, 2, 3)).float().clamp(min=1)
+    return (inter / union).mean().item()
+
+
+def parameter_checksum(model: torch.nn.Module) -> torch.Tensor:
+    """A float64 fingerprint of all parameters (sum of |w| weighted by position)."""
+    total = torch.zeros(1, dtype=torch.float64)
+    for i, p in enumerate(model.parameters()):
+        total += p.detach().double().cpu().abs().sum() * (i + 1)
+    return total
+
+
+def train(cfg: Config) -> None:
+    run_dir = Path(cfg.run_dir)
+    use_cpu = not torch.cuda.is_available()
+    accelerator = Accelerator(cpu=use_cpu, mixed_precision=cfg.train.mixed_precision,
+                              log_with="tensorboard", project_dir=str(run_dir))
+    if use_cpu:  # ranks x threads must not exceed the cores, or every rank slows down
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes))
+        threads = os.environ.get("OMP_NUM_THREADS") or (os.cpu_count() or 1) // local
+        torch.set_num_threads(max(1, int(threads)))
+    rank, world = accelerator.process_index, accelerator.num_processes
+    set_seed(cfg.train.seed)  # same seed everywhere: identical initial weights on all ranks
+    if accelerator.is_main_process:
+        save_config(cfg, run_dir / "config.yaml")
+
+    model = build_segnext(cfg.model.arch, cfg.model.input_size)
+    if cfg.model.pretrained:
+        report = load_mae_weights(model, cfg.model.pretrained)
+        accelerator.print(report)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, cfg.train.lr_milestones, cfg.train.lr_gamma)
+
+    start_epoch, step = 0, 0
+    existing = checkpoint.list_checkpoints(run_dir)
+    if existing:
+        ckpt = checkpoint.load(existing[-1][1])
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        checkpoint.set_rng_state(ckpt["rng"])
+        start_epoch, step = ckpt["epoch"], ckpt["step"]
+        accelerator.print(f"resuming {run_dir} after epoch {start_epoch} (step {step})")
+
+    model, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.init_trackers("tb", config={"name": cfg.name})
+    writer = accelerator.get_tracker("tensorboard", unwrap=True) if accelerator.is_main_process else None
+    steps_per_epoch = cfg.train.samples_per_epoch // (cfg.train.batch_size * world)
+    write_state(run_dir, status="running", epoch=start_epoch) if accelerator.is_main_process else None
+
+    for epoch in range(start_epoch, cfg.train.epochs):
+        stream = TrainStream(cfg, rank, world, epoch)
+        loader = DataLoader(stream, batch_size=cfg.train.batch_size, num_workers=cfg.data.num_workers)
+        rng = np.random.default_rng([cfg.train.seed, epoch, rank, 1])
+        model.train()
+        skipped, t0, seen = 0, time.time(), 0
+        for batch, _ in zip(loader, range(steps_per_epoch)):
+            images = batch["image"].to(accelerator.device).float() / 255.0
+            gt = batch["mask"].to(accelerator.device)
+            skipped += int(batch["skipped"].sum())
+            clicks, prev = prepare_prompts(accelerator.unwrap_model(model), images, gt, batch["clicks"],
+                                           cfg.clicks, rng)
+            with accelerator.autocast():
+                logits = model(images, clicks, prev)
+                loss = normalized_focal_loss(logits.float(), gt).mean()
+            accelerator.backward(loss)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            seen += images.shape[0] * world
+            if step % cfg.train.log_every == 0:
+                accelerator.log({"train/loss": loss.item(), "train/lr": optimizer.param_groups[0]["lr"],
+                                 "train/iou": batch_iou(logits.detach(), gt),
+                                 "train/samples_per_s": seen / (time.time() - t0)}, step=step)
+        scheduler.step()
+        skipped_all = int(accelerator.reduce(torch.tensor(skipped, device=accelerator.device), "sum"))
+        accelerator.log({"train/skipped_samples": skipped_all, "train/epoch_seconds": time.time() - t0}, step=step)
+        if writer is not None and cfg.train.num_vis:
+            k = min(cfg.train.num_vis, images.shape[0])
+            probs = torch.sigmoid(logits.detach()[:k].float())
+            writer.add_images("train/samples", click_overlay(images[:k], gt[:k], probs, clicks[:k]), epoch + 1)
+        if accelerator.is_main_process:
+            checkpoint.atomic_save({
+                "format": "clickseg", "version": 1,
+                "model": accelerator.unwrap_model(model).state_dict(),
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "epoch": epoch + 1, "step": step, "rng": checkpoint.rng_state(), "config": to_dict(cfg),
+            }, checkpoint.checkpoint_path(run_dir, epoch + 1))
+            write_state(run_dir, status="running", epoch=epoch + 1)
+            accelerator.print(f"epoch {epoch + 1}/{cfg.train.epochs}: loss {loss.item():.4f}, "
+                              f"{seen / (time.time() - t0):.1f} samples/s, skipped {skipped_all}")
+        accelerator.wait_for_everyone()
+
+    checksums = accelerator.gather(parameter_checksum(model).to(accelerator.device)).tolist()
+    if accelerator.is_main_process:
+        # One checksum per rank: DDP keeps them identical; a difference means the ranks diverged.
+        write_state(run_dir, status="done", epoch=cfg.train.epochs, step=step, rank_param_checksums=checksums)
+    accelerator.end_training()
+    # Free DDP objects before the process group goes away (avoids a gloo teardown abort).
+    del model, optimizer
+    accelerator.free_memory()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m clickseg.train", description=__doc__.splitlines()[0])
+    parser.add_argument("config", help="YAML config file")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.epochs=3")
+    args = parser.parse_args(argv)
+    train(load_config(args.config, args.overrides))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Orchestration on top of the clickseg library: sweeps, Slurm/local jobs, status and reports."""

@@ -1,0 +1,83 @@
+"""The functions that jobs run (pickled by submitit; they import only the library)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from clickseg.config import load_config
+
+ACCELERATE_PORT = 29500
+
+
+def accelerate_command(config_path: str, num_processes: int, num_machines: int = 1, machine_rank: int = 0,
+                       main_ip: str = "127.0.0.1", use_cpu: bool = True, mixed_precision: str = "no") -> list[str]:
+    """``accelerate launch`` for one node of a (possibly multi-node) training.
+
+    On CPU, several processes need ``--multi_gpu`` plus ``ACCELERATE_USE_CPU=1``
+    (``--cpu --num_processes 2`` silently starts one process).
+    """
+    total = num_processes * num_machines
+    cmd = [sys.executable, "-m", "accelerate.commands.launch",
+           "--num_processes", str(total), "--num_machines", str(num_machines),
+           "--mixed_precision", "no" if use_cpu else mixed_precision, "--dynamo_backend", "no"]
+    if total > 1:
+        cmd += ["--multi_gpu"]
+    elif use_cpu:
+        cmd += ["--cpu"]
+    if num_machines > 1:
+        cmd += ["--machine_rank", str(machine_rank), "--main_process_ip", main_ip,
+                "--main_process_port", str(ACCELERATE_PORT)]
+    return cmd + ["-m", "clickseg.train", config_path]
+
+
+def _mark_failed(run_dir: Path, message: str) -> None:
+    state = run_dir / "train_state.json"
+    previous = json.loads(state.read_text()) if state.exists() else {}
+    previous.update(status="failed", error=message[-4000:])
+    tmp = run_dir / ".train_state.json.tmp"
+    tmp.write_text(json.dumps(previous))
+    os.replace(tmp, state)
+
+
+def train_task(run_dir: str) -> str:
+    """Train one experiment (resuming from its last checkpoint) through accelerate."""
+    import torch
+
+    run = Path(run_dir)
+    cfg = load_config(run / "config.yaml")
+    use_cpu = not torch.cuda.is_available()
+    env = dict(os.environ)
+    nodes, rank, main_ip = 1, 0, "127.0.0.1"
+    try:
+        import submitit
+        job = submitit.JobEnvironment()
+        nodes, rank, main_ip = job.num_nodes, job.node, job.hostnames[0]
+    except RuntimeError:  # not inside a submitit job
+        pass
+    if use_cpu:
+        env["ACCELERATE_USE_CPU"] = "1"
+        cpus = int(env.get("SLURM_CPUS_PER_TASK", cfg.executor.cpus_per_task))
+        env["OMP_NUM_THREADS"] = str(max(1, cpus // cfg.train.num_processes))
+    cmd = accelerate_command(str(run / "config.yaml"), cfg.train.num_processes, nodes, rank, main_ip,
+                             use_cpu, cfg.train.mixed_precision)
+    log_path = run / f"train_node{rank}.log"
+    with open(log_path, "a") as log:
+        log.write(f"$ {' '.join(cmd)}\n")
+        log.flush()
+        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=os.getcwd())
+    if proc.returncode != 0:
+        tail = log_path.read_text()[-4000:]
+        if rank == 0:
+            _mark_failed(run, tail)
+        raise RuntimeError(f"training of {run} failed with exit code {proc.returncode}; see {log_path}:\n{tail}")
+    return str(run)
+
+
+def eval_task(run_dir: str) -> int:
+    """Evaluate each checkpoint of an experiment as it appears, until its training has ended."""
+    from clickseg.eval.evaluate import follow_run
+
+    return follow_run(run_dir)

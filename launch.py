@@ -1,0 +1,144 @@
+#!/usr/bin/env python
+"""clickseg command line: data, sweeps, evaluation, status and reports.
+
+    python launch.py builtin-data [--out data/builtin]      # generate + shard the built-in datasets
+    python launch.py shard FORMAT --root DIR --out DIR ...   # convert a dataset on disk to shards
+    python launch.py sweep configs/demo.yaml [key=value ...] # run or submit a grid of experiments
+    python launch.py eval RUN_DIR [--follow]                 # evaluate every new checkpoint of a run
+    python launch.py status [SWEEP_DIR]                      # where is my sweep
+    python launch.py report SWEEP_OR_RUN_DIRS... [--baseline EXP]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from clickseg.config import ConfigError
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from clickseg.report import write_report
+    from jobs.sweep import create_sweep, run_local, submit_slurm, write_index, read_index
+
+    sweep_dir, experiments = create_sweep(args.grid, args.overrides, args.root)
+    executor = experiments[0].config.executor.type
+    print(f"sweep {sweep_dir.name}: {len(experiments)} experiments in {sweep_dir} ({executor} executor)")
+    for e in experiments:
+        print(f"  {e.name}")
+    if executor == "slurm":
+        index = read_index(sweep_dir)
+        index["jobs"] = submit_slurm(sweep_dir, experiments)
+        write_index(sweep_dir, index)
+        print(f"submitted; follow with: python launch.py status {sweep_dir}")
+        return 0
+    errors = run_local(sweep_dir, experiments)
+    md = write_report(sweep_dir, [e.config.run_dir for e in experiments])
+    print(f"\nmIoU@1 per experiment, epoch and dataset ({sweep_dir}/report.md, report.csv, miou.png):\n")
+    print(md)
+    for err in errors:
+        print(f"FAILED: {err}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from clickseg.eval.evaluate import evaluate_run, follow_run
+
+    for run in args.runs:
+        follow_run(run) if args.follow else evaluate_run(run)
+    return 0
+
+
+def _run_dirs(paths: list[str]) -> list[Path]:
+    """Experiment directories named directly or listed in a sweep's index."""
+    from jobs.sweep import read_index
+
+    out = []
+    for p in map(Path, paths):
+        if (p / "sweep.json").exists():
+            out += [Path(e["run_dir"]) for e in read_index(p)["experiments"]]
+        else:
+            out.append(p)
+    return out
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from clickseg.report import write_report
+
+    out = Path(args.out or args.paths[0])
+    print(write_report(out, _run_dirs(args.paths), baseline=args.baseline))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import json
+    from clickseg.eval.evaluate import read_results
+
+    sweeps = [Path(args.sweep)] if args.sweep else sorted(Path(args.root).glob("*/sweep.json"))[-1:]
+    if not sweeps:
+        print(f"no sweep under {args.root}")
+        return 1
+    sweep = sweeps[0].parent if sweeps[0].name == "sweep.json" else sweeps[0]
+    print(f"sweep {sweep}")
+    for run in _run_dirs([str(sweep)]):
+        state_file = run / "train_state.json"
+        state = json.loads(state_file.read_text()) if state_file.exists() else {"status": "pending"}
+        latest = {}
+        for r in read_results(run):
+            latest[r["dataset"]] = r["metrics"].get("mIoU@1")
+        scores = ", ".join(f"{d} {v:.4f}" for d, v in latest.items()) or "-"
+        print(f"  {run.name:40s} {state.get('status'):8s} epoch {state.get('epoch', 0):>3}  mIoU@1: {scores}")
+    return 0
+
+
+def cmd_builtin_data(args: argparse.Namespace) -> int:
+    from shards.builtin import prepare_builtin
+
+    prepare_builtin(args.out, train_images=args.train_images, eval_images=args.eval_images,
+                    seed=args.seed, size=args.size)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "shard":
+        from shards.cli import main as shard_main
+        return shard_main(argv[1:]) or 0
+    parser = argparse.ArgumentParser(prog="launch.py", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("sweep", help="expand a grid and run (local) or submit (slurm) it")
+    p.add_argument("grid")
+    p.add_argument("overrides", nargs="*", help="key=value applied to every grid point")
+    p.add_argument("--root", default="runs/sweeps", help="where sweep directories are created")
+    p.set_defaults(func=cmd_sweep)
+    p = sub.add_parser("eval", help="evaluate every checkpoint of a run not evaluated yet")
+    p.add_argument("runs", nargs="+")
+    p.add_argument("--follow", action="store_true", help="keep evaluating new checkpoints until training ends")
+    p.set_defaults(func=cmd_eval)
+    p = sub.add_parser("report", help="table and plot of results")
+    p.add_argument("paths", nargs="+", help="sweep or run directories")
+    p.add_argument("--baseline", help="experiment name to compare against")
+    p.add_argument("--out", help="directory for report.md/csv/png (default: the first path)")
+    p.set_defaults(func=cmd_report)
+    p = sub.add_parser("status", help="state of every experiment of a sweep")
+    p.add_argument("sweep", nargs="?")
+    p.add_argument("--root", default="runs/sweeps")
+    p.set_defaults(func=cmd_status)
+    p = sub.add_parser("builtin-data", help="generate the built-in datasets and convert them to shards")
+    p.add_argument("--out", default="data/builtin")
+    p.add_argument("--train-images", type=int, default=600)
+    p.add_argument("--eval-images", type=int, default=60)
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_builtin_data)
+    p = sub.add_parser("shard", help="convert a dataset to shards (see: launch.py shard --help)")
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""``launch.py shard ...``: convert a source dataset to shards, or write synthetic sources.
+
+    launch.py shard cocolvis --root DIR --out DIR [--split train|val]
+    launch.py shard davis    --root DIR --out DIR
+    launch.py shard folder   (--images DIR --masks DIR | --root DIR) --out DIR
+    launch.py shard synth    --out DIR [--train-images N] [--eval-images M] [--seed S] [--size PX]
+
+Common options: ``--samples-per-shard N``, ``--workers N`` (0 = in-process),
+``--max-skip-fraction F``. Exit status 1 when too many items were skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+__all__ = ["main"]
+
+
+def _default_workers() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="launch.py shard", description="Convert datasets to webdataset shards.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for fmt, help_text in (
+        ("cocolvis", "COCO+LVIS (RITM layout: <root>/<split>/images, masks, hannotation.pickle)"),
+        ("davis", "DAVIS layout: <root>/img/*.jpg, <root>/gt/*.png"),
+        ("folder", "any image folder + mask folder paired by file stem"),
+    ):
+        p = sub.add_parser(fmt, help=help_text, description=help_text)
+        p.add_argument("--root", type=Path, required=fmt != "folder", help="dataset root")
+        if fmt == "folder":
+            p.add_argument("--images", type=Path, help="images folder (default <root>/img)")
+            p.add_argument("--masks", type=Path, help="masks folder (default <root>/gt)")
+        p.add_argument("--out", type=Path, required=True, help="output folder for shards and manifest.json")
+        p.add_argument("--split", choices=("train", "val"), default="train" if fmt == "cocolvis" else "val")
+        p.add_argument("--samples-per-shard", type=int, default=1000)
+        p.add_argument("--workers", type=int, default=_default_workers(), help="processes (0 or 1: in-process)")
+        p.add_argument("--max-skip-fraction", type=float, default=0.1, help="fail if more items than this are skipped")
+    p = sub.add_parser("synth", help="write small synthetic cocolvis (train) and davis sources")
+    p.add_argument("--out", type=Path, required=True, help="writes <out>/cocolvis and <out>/davis")
+    p.add_argument("--train-images", type=int, default=200)
+    p.add_argument("--eval-images", type=int, default=20)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", type=int, default=256, help="image side in pixels")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "synth":
+        from .synthetic import write_cocolvis, write_davis
+
+        write_cocolvis(args.out / "cocolvis", args.train_images, size=args.size, seed=args.seed, split="train")
+        write_davis(args.out / "davis", args.eval_images, seed=args.seed, size=args.size)
+        print(f"wrote {args.train_images} cocolvis train images to {args.out / 'cocolvis'} "
+              f"and {args.eval_images} davis images to {args.out / 'davis'}")
+        return 0
+
+    from .writer import ConversionError, convert
+
+    try:
+        converter = _converter(args)
+        convert(
+            converter,
+            args.out,
+            workers=args.workers,
+            max_skip_fraction=args.max_skip_fraction,
+            samples_per_shard=args.samples_per_shard,
+        )
+    except (ConversionError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _converter(args: argparse.Namespace):
+    if args.command == "cocolvis":
+        from .cocolvis import CocoLvisConverter
+
+        converter = CocoLvisConverter(root=args.root, split=args.split)
+    else:
+        from .folder import FolderConverter
+
+        if args.command == "folder" and (args.images or args.masks):
+            if not (args.images and args.masks):
+                _parser().error("folder: give both --images and --masks (or --root with img/ and gt/)")
+            converter = FolderConverter(images=args.images, masks=args.masks, root=args.root, split=args.split)
+        elif args.root is None:
+            _parser().error("folder: give --images and --masks, or --root with img/ and gt/")
+        else:
+            converter = FolderConverter(
+                images=args.root / "img", masks=args.root / "gt", root=args.root, split=args.split, format=args.command
+            )
+    return converter
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""Converters for "image folder + mask folder" datasets (DAVIS, GrabCut, Berkeley, HQSeg subsets...).
+
+Images and masks are paired by file stem (the name up to its last dot, so
+``1#Bag#0001 v2.jpg`` pairs with ``1#Bag#0001 v2.png``). The object is every
+pixel where any mask channel is > 0 (soft anti-aliased edges count as object);
+it becomes a single uint8 layer with value 1 and object id 1. Both folders may
+be the same directory (HQSeg's cascade_psp subsets): the mask is then the
+``.png`` and the image the ``.jpg``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .writer import Converter, SkipItem, SourceSample, load_image
+
+__all__ = ["FolderConverter", "davis_converter"]
+
+# Preference order when several files share a stem.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+MASK_SUFFIXES = (".png", ".bmp", ".tif", ".tiff", ".gif")
+
+Item = tuple[str, "str | None", "str | None"]  # (stem, image path, mask path), paths relative to root
+
+
+def _by_stem(directory: Path, suffixes: tuple[str, ...], exclude: set[Path] = frozenset()) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    rank = {s: i for i, s in enumerate(suffixes)}
+    for entry in sorted(os.scandir(directory), key=lambda e: e.name):
+        path = Path(entry.path)
+        suffix = path.suffix.lower()
+        if not entry.is_file() or suffix not in rank or path in exclude:
+            continue
+        best = found.get(path.stem)
+        if best is None or rank[suffix] < rank[best.suffix.lower()]:
+            found[path.stem] = path
+    return found
+
+
+@dataclass
+class FolderConverter(Converter):
+    images: Path
+    masks: Path
+    root: Path | None = None  # defaults to the folders' common parent
+    split: str = "val"
+    format: str = "folder"
+    checksum_sources: bool = True  # evaluation sets: sha256 of every source file
+
+    def __post_init__(self) -> None:
+        self.images, self.masks = Path(self.images), Path(self.masks)
+        if self.root is None:
+            self.root = Path(os.path.commonpath([self.images.resolve(), self.masks.resolve()]))
+        self.root = Path(self.root)
+        for d in (self.images, self.masks):
+            if not d.is_dir():
+                raise FileNotFoundError(f"{self.format}: folder {d} does not exist")
+
+    def _rel(self, path: Path) -> str:
+        return Path(os.path.relpath(path, self.root)).as_posix()
+
+    def list_items(self) -> list[Item]:
+        masks = _by_stem(self.masks, MASK_SUFFIXES)
+        images = _by_stem(self.images, IMAGE_SUFFIXES, exclude=set(masks.values()))
+        items = []
+        for stem in sorted(set(images) | set(masks)):
+            image, mask = images.get(stem), masks.get(stem)
+            items.append((stem, image and self._rel(image), mask and self._rel(mask)))
+        return items
+
+    def item_name(self, item: Item) -> str:
+        return item[1] or item[2] or item[0]
+
+    def item_files(self, item: Item) -> list[Path]:
+        return [self.root / p for p in item[1:] if p]
+
+    def load(self, item: Item) -> SourceSample:
+        _stem, image_rel, mask_rel = item
+        if image_rel is None:
+            raise SkipItem("missing_image", f"no image for mask {mask_rel}")
+        if mask_rel is None:
+            raise SkipItem("missing_mask", f"no mask for image {image_rel}")
+        image_bytes, ext, (height, width), flags = load_image(self.root / image_rel)
+        data = np.fromfile(self.root / mask_rel, dtype=np.uint8)
+        try:
+            mask = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+        except cv2.error:
+            mask = None
+        if mask is None:
+            raise SkipItem("corrupt_mask", f"{mask_rel} does not decode")
+        if mask.shape[:2] != (height, width):
+            raise SkipItem("size_mismatch", f"mask {mask.shape[:2]} vs image {(height, width)}")
+        obj = (mask > 0).any(axis=2) if mask.ndim == 3 else mask > 0
+        objects = [{"id": 1, "layer": 0, "value": 1, "is_stuff": False, "parent": None, "children": []}]
+        if not obj.any():
+            objects = []
+            flags += ["empty_object", "no_objects"]
+        return SourceSample(image_bytes, ext, obj.astype(np.uint8)[None], objects, image_rel, flags)
+
+
+def davis_converter(root: str | os.PathLike[str], split: str = "val") -> FolderConverter:
+    """DAVIS layout: ``<root>/img/<name>.jpg`` with ``<root>/gt/<name>.png``."""
+    root = Path(root)
+    return FolderConverter(images=root / "img", masks=root / "gt", root=root, split=split, format="davis")

@@ -1,0 +1,189 @@
+"""``manifest.json``: what a shard directory holds, and reading a directory back.
+
+Manifest layout (``version`` 1)::
+
+    {"format": "cocolvis" | "davis" | "folder", "split": "train" | "val",
+     "version": 1, "samples_per_shard": int,
+     "source": {"root": str, "files": int, "bytes": int,
+                "sha256": {relative path: hex}},     # sha256 only for evaluation sets
+     "shards": [{"name", "samples", "sha256", "bytes",
+                 "totals": {"images", "instances", "stuff"},
+                 "skipped": [...], "flagged": [...]}],
+     "totals": {"images", "instances", "stuff", "skipped"},
+     "skipped": [{"item", "reason", "detail"}], "flagged": [{"item", "flag"}]}
+
+Shards are listed in source order; reading them in that order yields samples
+in source order. The sha256 and per-shard sample counts are the only way to
+notice damage webdataset reads silently (an overwritten tar header just ends a
+shard early), so :func:`open_dataset` checks both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tarfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
+
+from .format import Sample, decode_sample, iter_shard
+
+if TYPE_CHECKING:
+    from .writer import Converter
+
+__all__ = [
+    "MANIFEST_NAME",
+    "ManifestMismatchError",
+    "ShardDataset",
+    "build_manifest",
+    "open_dataset",
+    "read_manifest",
+    "shard_paths",
+    "verify_shards",
+    "write_manifest",
+]
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_VERSION = 1
+
+
+class ManifestMismatchError(ValueError):
+    """A shard differs from what the manifest recorded (missing, changed, truncated)."""
+
+
+def build_manifest(
+    converter: "Converter", records: Sequence[dict[str, Any]], samples_per_shard: int | None = None
+) -> dict[str, Any]:
+    """Combine per-shard records (in shard order) into a manifest dict."""
+    source: dict[str, Any] = {"root": os.path.abspath(converter.root), "files": 0, "bytes": 0}
+    checksums: dict[str, str] = {}
+    shards = []
+    for rec in records:
+        rec = dict(rec)
+        part = rec.pop("source", {"files": 0, "bytes": 0})
+        source["files"] += part["files"]
+        source["bytes"] += part["bytes"]
+        checksums.update(part.get("sha256", {}))
+        shards.append(rec)
+    for path in converter.extra_files():
+        if path.is_file():
+            source["files"] += 1
+            source["bytes"] += path.stat().st_size
+            if converter.checksum_sources:
+                checksums[Path(os.path.relpath(path, converter.root)).as_posix()] = _sha256(path)
+    if converter.checksum_sources:
+        source["sha256"] = dict(sorted(checksums.items()))
+    skipped = [e for r in shards for e in r["skipped"]]
+    flagged = [e for r in shards for e in r["flagged"]]
+    totals = {k: sum(r["totals"][k] for r in shards) for k in ("images", "instances", "stuff")}
+    totals["skipped"] = len(skipped)
+    return {
+        "format": converter.format,
+        "split": converter.split,
+        "version": MANIFEST_VERSION,
+        "samples_per_shard": samples_per_shard,
+        "source": source,
+        "shards": shards,
+        "totals": totals,
+        "skipped": skipped,
+        "flagged": flagged,
+    }
+
+
+def write_manifest(directory: str | os.PathLike[str], manifest: dict[str, Any]) -> Path:
+    """Write ``manifest.json`` atomically (temp file in the same directory, then rename)."""
+    path = Path(directory) / MANIFEST_NAME
+    tmp = path.with_name(f".{MANIFEST_NAME}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(manifest, f, indent=1)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def read_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    path = Path(directory) / MANIFEST_NAME
+    with open(path, encoding="utf-8") as f:
+        manifest = json.load(f)
+    if manifest.get("version") != MANIFEST_VERSION:
+        raise ValueError(f"{path}: unsupported manifest version {manifest.get('version')!r}")
+    return manifest
+
+
+def shard_paths(directory: str | os.PathLike[str]) -> list[str]:
+    """Absolute shard paths in manifest (= source) order."""
+    base = Path(directory).resolve()
+    return [str(base / rec["name"]) for rec in read_manifest(directory)["shards"]]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _count_samples(path: Path) -> int:
+    keys = set()
+    with tarfile.open(path, "r:") as tar:
+        for info in tar:
+            if info.isfile():
+                keys.add(info.name.rsplit("/", 1)[-1].split(".", 1)[0])
+    return len(keys)
+
+
+def verify_shards(directory: str | os.PathLike[str], manifest: dict[str, Any] | None = None) -> None:
+    """Check every shard's existence, sha256 and sample count; raise :class:`ManifestMismatchError`."""
+    manifest = read_manifest(directory) if manifest is None else manifest
+    for rec in manifest["shards"]:
+        path = Path(directory) / rec["name"]
+        if not path.is_file():
+            raise ManifestMismatchError(f"shard {path} listed in the manifest is missing")
+        digest = _sha256(path)
+        if digest != rec["sha256"]:
+            raise ManifestMismatchError(f"shard {path}: sha256 {digest} differs from the manifest's {rec['sha256']}")
+        try:
+            count = _count_samples(path)
+        except (tarfile.TarError, EOFError, OSError) as e:
+            raise ManifestMismatchError(f"shard {path}: unreadable tar ({e})") from e
+        if count != rec["samples"]:
+            raise ManifestMismatchError(f"shard {path}: {count} samples, the manifest says {rec['samples']}")
+
+
+class ShardDataset:
+    """The samples of a shard directory in source order; iterable any number of times.
+
+    Each iteration opens one shard at a time and closes it when the shard is
+    done or the iterator is closed/garbage-collected. A shard that ends early
+    raises :class:`ManifestMismatchError` even without ``verify``.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], verify: bool = True) -> None:
+        self.directory = Path(directory)
+        self.manifest = read_manifest(directory)
+        if verify:
+            verify_shards(directory, self.manifest)
+
+    def __len__(self) -> int:
+        return int(self.manifest["totals"]["images"])
+
+    def __iter__(self) -> Iterator[Sample]:
+        for rec in self.manifest["shards"]:
+            path = self.directory / rec["name"]
+            count = 0
+            with contextlib.closing(iter_shard(path)) as raws:
+                for raw in raws:
+                    count += 1
+                    yield decode_sample(raw)
+            if count != rec["samples"]:
+                raise ManifestMismatchError(f"shard {path}: ended after {count} samples, the manifest says {rec['samples']}")
+
+
+def open_dataset(directory: str | os.PathLike[str], verify: bool = True) -> ShardDataset:
+    """Open a converted shard directory; with ``verify`` all shards are checked first."""
+    return ShardDataset(directory, verify=verify)

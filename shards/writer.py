@@ -1,0 +1,316 @@
+"""Conversion of a source dataset into shards, one independent work item per shard.
+
+A :class:`Converter` lists source items in a deterministic (sorted) order and
+loads one item at a time. :func:`work_items` splits the listing into chunks of
+``samples_per_shard``; :func:`convert_shard` turns one chunk into one tar and
+returns its record; :func:`convert` runs all chunks (in a process pool or
+in-process) and writes ``manifest.json``. The work items are picklable and
+self-contained, so a job array can run :func:`convert_shard` per task and
+finish with :func:`shards.manifest.build_manifest`.
+
+Bad input never stops a conversion: an unusable item is skipped with a reason
+(``missing_image``, ``missing_mask``, ``corrupt_image``, ``corrupt_mask``,
+``size_mismatch``, ``unsafe_pickle``, ``bad_pickle``, ``bad_annotation``,
+``unexpected_error``), and a usable item with problems is kept and flagged
+(``no_objects``, ``only_stuff``, ``empty_object`` (that object is dropped),
+``reencoded_png``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import multiprocessing
+import os
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import cv2
+import numpy as np
+import webdataset as wds
+
+from .format import encode_sample
+
+__all__ = [
+    "ConversionError",
+    "Converter",
+    "SkipItem",
+    "SourceSample",
+    "WorkItem",
+    "convert",
+    "convert_shard",
+    "load_image",
+    "work_items",
+]
+
+
+class ConversionError(RuntimeError):
+    """The conversion finished but skipped too many items (or found none)."""
+
+
+class SkipItem(Exception):
+    """Raised by :meth:`Converter.load` for an item that cannot become a sample."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass
+class SourceSample:
+    """What a converter produces for one usable source item (see :func:`encode_sample`)."""
+
+    image_bytes: bytes
+    ext: str
+    layers: np.ndarray  # (L, H, W) integer
+    objects: list[dict[str, Any]]
+    source: str
+    flags: list[str] = field(default_factory=list)
+
+
+class Converter:
+    """Base class of the source readers. Instances travel to worker processes, so keep them small."""
+
+    format: str = ""
+    split: str = ""
+    root: Path
+    checksum_sources: bool = False  # True: manifest lists sha256 of every source file
+
+    def list_items(self) -> list[Any]:
+        """All source items in deterministic order; each item must be picklable."""
+        raise NotImplementedError
+
+    def item_name(self, item: Any) -> str:
+        """Path of the item relative to ``root`` (used in reports and ``meta.json``)."""
+        raise NotImplementedError
+
+    def item_files(self, item: Any) -> list[Path]:
+        """Source files the item reads (for the manifest's source summary)."""
+        raise NotImplementedError
+
+    def load(self, item: Any) -> SourceSample:
+        """Read one item; raise :class:`SkipItem` when it cannot be used."""
+        raise NotImplementedError
+
+    def extra_files(self) -> list[Path]:
+        """Source files shared by all items (e.g. an annotation index)."""
+        return []
+
+
+@dataclass
+class WorkItem:
+    """One output shard: the converter, the shard path and its slice of the listing."""
+
+    converter: Converter
+    out_dir: str
+    name: str
+    start: int  # global index of the first item (sample keys are global indices)
+    items: list[Any]
+
+
+def _sniff(data: bytes) -> str | None:
+    if data[:3] == b"\xff\xd8\xff":
+        return "jpg"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "png"
+    return None
+
+
+def _jpeg_complete(data: bytes) -> bool:
+    """False for a truncated JPEG (older OpenCV versions decode those with a grey tail)."""
+    if data.rstrip(b"\x00\r\n")[-2:] == b"\xff\xd9":
+        return True
+    from PIL import Image  # only for files without an end marker, which may still be valid
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+        return True
+    except Exception:
+        return False
+
+
+def load_image(path: Path) -> tuple[bytes, str, tuple[int, int], list[str]]:
+    """Read and check an image file: ``(bytes, "jpg"|"png", (H, W), flags)``.
+
+    The size is the one readers see (``cv2.imdecode`` with ``IMREAD_COLOR``).
+    Raises :class:`SkipItem` ``missing_image`` / ``corrupt_image``.
+    """
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise SkipItem("missing_image", str(path)) from None
+    except OSError as e:
+        raise SkipItem("corrupt_image", f"unreadable: {e}") from None
+    try:
+        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error:
+        bgr = None
+    kind = _sniff(data)
+    if bgr is None or (kind == "jpg" and not _jpeg_complete(data)):
+        raise SkipItem("corrupt_image", "does not decode")
+    flags = []
+    if kind is None:
+        data = cv2.imencode(".png", bgr)[1].tobytes()
+        kind = "png"
+        flags.append("reencoded_png")
+    return data, kind, (int(bgr.shape[0]), int(bgr.shape[1])), flags
+
+
+def work_items(converter: Converter, out_dir: str | os.PathLike[str], samples_per_shard: int = 1000) -> list[WorkItem]:
+    """Split the converter's listing into shards named ``<format>-<split>-<k:06d>.tar``."""
+    if samples_per_shard < 1:
+        raise ValueError("samples_per_shard must be >= 1")
+    items = converter.list_items()
+    prefix = f"{converter.format}-{converter.split}"
+    return [
+        WorkItem(converter, os.fspath(out_dir), f"{prefix}-{k:06d}.tar", start, items[start : start + samples_per_shard])
+        for k, start in enumerate(range(0, len(items), samples_per_shard))
+    ]
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _account_sources(converter: Converter, files: Sequence[Path], source: dict[str, Any]) -> None:
+    for path in files:
+        try:
+            size = path.stat().st_size
+        except OSError:
+            continue
+        source["files"] += 1
+        source["bytes"] += size
+        if converter.checksum_sources:
+            rel = Path(os.path.relpath(path, converter.root)).as_posix()
+            source["sha256"][rel] = _sha256_file(path)
+
+
+def convert_shard(work: WorkItem) -> dict[str, Any]:
+    """Write one shard atomically and return its record.
+
+    The record holds ``name, samples, sha256, bytes, totals{images, instances,
+    stuff}, skipped[{item, reason, detail}], flagged[{item, flag}]`` plus
+    ``source{files, bytes, sha256?}``, which :func:`build_manifest` folds into
+    the manifest's source summary.
+    """
+    conv = work.converter
+    out = Path(work.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    final = out / work.name
+    tmp = out / f".{work.name}.tmp-{os.getpid()}"
+    totals = {"images": 0, "instances": 0, "stuff": 0}
+    skipped: list[dict[str, str]] = []
+    flagged: list[dict[str, str]] = []
+    source: dict[str, Any] = {"files": 0, "bytes": 0, "sha256": {}}
+    try:
+        with open(tmp, "wb") as fh:
+            with wds.TarWriter(fh, encoder=False, mtime=0) as tar:
+                for offset, item in enumerate(work.items):
+                    name = conv.item_name(item)
+                    _account_sources(conv, conv.item_files(item), source)
+                    try:
+                        s = conv.load(item)
+                        raw = encode_sample(s.image_bytes, s.ext, s.layers, s.objects, s.source, s.flags, index=work.start + offset)
+                    except SkipItem as e:
+                        skipped.append({"item": name, "reason": e.reason, "detail": e.detail})
+                        continue
+                    except Exception as e:  # a bug or an unforeseen input; count it, keep going
+                        skipped.append({"item": name, "reason": "unexpected_error", "detail": f"{type(e).__name__}: {e}"})
+                        continue
+                    tar.write(raw)
+                    totals["images"] += 1
+                    totals["stuff"] += sum(1 for o in s.objects if o.get("is_stuff"))
+                    totals["instances"] += sum(1 for o in s.objects if not o.get("is_stuff"))
+                    flagged.extend({"item": name, "flag": f} for f in s.flags)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    if not conv.checksum_sources:
+        del source["sha256"]
+    return {
+        "name": work.name,
+        "samples": totals["images"],
+        "sha256": _sha256_file(final),
+        "bytes": final.stat().st_size,
+        "totals": totals,
+        "skipped": skipped,
+        "flagged": flagged,
+        "source": source,
+    }
+
+
+def _report(manifest: dict[str, Any], n_items: int) -> str:
+    lines = [
+        f"{manifest['format']} {manifest['split']}: {manifest['totals']['images']} samples, "
+        f"{manifest['totals']['instances']} instances, {manifest['totals']['stuff']} stuff "
+        f"in {len(manifest['shards'])} shards; {len(manifest['skipped'])} of {n_items} items skipped"
+    ]
+    for what, entries, field_name in (("skipped", manifest["skipped"], "reason"), ("flagged", manifest["flagged"], "flag")):
+        for reason, count in sorted(Counter(e[field_name] for e in entries).items()):
+            example = next(e["item"] for e in entries if e[field_name] == reason)
+            lines.append(f"  {what} {reason}: {count} (e.g. {example})")
+    return "\n".join(lines)
+
+
+def convert(
+    converter: Converter,
+    out_dir: str | os.PathLike[str],
+    workers: int = 0,
+    max_skip_fraction: float = 0.1,
+    samples_per_shard: int = 1000,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Convert a whole source dataset to ``out_dir`` and return the manifest.
+
+    ``workers`` <= 1 runs in-process, otherwise a spawn-based process pool.
+    After writing ``manifest.json`` a report by skip reason is printed and
+    :class:`ConversionError` is raised when more than ``max_skip_fraction`` of
+    the items were skipped.
+    """
+    from tqdm import tqdm
+
+    from .manifest import build_manifest, write_manifest
+
+    work = work_items(converter, out_dir, samples_per_shard)
+    n_items = sum(len(w.items) for w in work)
+    if n_items == 0:
+        raise ConversionError(f"no source items found for {converter.format} under {converter.root}")
+    records: list[dict[str, Any] | None] = [None] * len(work)
+    bar = tqdm(total=n_items, unit="img", desc=f"{converter.format} {converter.split}", disable=not progress)
+    try:
+        if workers <= 1:
+            for i, w in enumerate(work):
+                records[i] = convert_shard(w)
+                bar.update(len(w.items))
+        else:
+            ctx = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+                futures = {pool.submit(convert_shard, w): i for i, w in enumerate(work)}
+                for fut in as_completed(futures):
+                    i = futures[fut]
+                    records[i] = fut.result()
+                    bar.update(len(work[i].items))
+    finally:
+        bar.close()
+    manifest = build_manifest(converter, [r for r in records if r is not None], samples_per_shard)
+    write_manifest(out_dir, manifest)
+    print(_report(manifest, n_items))
+    n_skipped = len(manifest["skipped"])
+    if n_skipped > max_skip_fraction * n_items:
+        raise ConversionError(
+            f"{n_skipped} of {n_items} items skipped ({n_skipped / n_items:.1%} > {max_skip_fraction:.1%}); "
+            f"see {Path(out_dir) / 'manifest.json'}"
+        )
+    return manifest

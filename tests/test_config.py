@@ -1,0 +1,57 @@
+"""Config schema: YAML + overrides, errors that name the key, grids validated before anything runs."""
+import pytest
+
+from clickseg.config import Config, ConfigError, load_config
+from jobs.grid import expand
+
+
+def test_yaml_and_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  arch: tiny\n  input_size: 224\ntrain:\n  epochs: 2\n")
+    cfg = load_config(path, ["train.lr=0.001", "clicks.mode=single_pos", "data.eval={a: x, b: y}",
+                             "train.lr_milestones=[1, 2]"])
+    assert isinstance(cfg, Config)
+    assert (cfg.model.arch, cfg.model.input_size, cfg.train.epochs) == ("tiny", 224, 2)
+    assert cfg.train.lr == 0.001 and cfg.clicks.mode == "single_pos"
+    assert cfg.data.eval == {"a": "x", "b": "y"} and cfg.train.lr_milestones == [1, 2]
+
+
+@pytest.mark.parametrize("override,key", [
+    ("train.epochz=3", "train.epochz"),
+    ("modle.arch=tiny", "modle"),
+    ("train.epochs=three", "train.epochs"),
+    ("train.epochs=1.5", "train.epochs"),
+    ("train.lr_milestones=5", "train.lr_milestones"),
+    ("model.input_size=500", "model.input_size"),
+    ("model.input_size=160", "model.input_size"),
+    ("clicks.mode=double", "clicks.mode"),
+    ("model.arch=vit_huge", "model.arch"),
+    ("eval.threshold=1.5", "eval.threshold"),
+    ("executor.type=kubernetes", "executor.type"),
+    ("data.stuff_prob=2", "data.stuff_prob"),
+])
+def test_bad_values_name_the_key(override, key):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["model.arch=vit_base_sax2", override])
+    assert f"'{key}" in str(err.value)
+
+
+def test_real_configs_are_valid(repo_root):
+    for name in ("demo.yaml", "grid.yaml"):
+        base, experiments = expand(f"{repo_root}/configs/{name}")
+        assert len(experiments) == 6
+        assert {e.config.clicks.mode for e in experiments} == {"multi", "single_pos", "single_any"}
+        assert len({e.config.model.input_size for e in experiments}) == 2
+    grid = {e.name: e.config for e in expand(f"{repo_root}/configs/grid.yaml")[1]}
+    assert grid["input_size-512_mode-single_any"].model.arch == "vit_base_sax2"
+    assert grid["input_size-512_mode-single_any"].model.input_size == 512
+
+
+def test_grid_point_errors_name_point_and_key(tmp_path):
+    path = tmp_path / "g.yaml"
+    path.write_text("model: {arch: tiny}\ngrid:\n  model.input_size: [224, 200]\n")
+    with pytest.raises(ConfigError, match=r"input_size-200.*'model.input_size'"):
+        expand(path)
+    path.write_text("model: {arch: tiny}\ngrid:\n  clicks.mdoe: [multi]\n")
+    with pytest.raises(ConfigError, match="'clicks.mdoe'"):
+        expand(path)

@@ -1,0 +1,87 @@
+"""The SegNext architecture: checkpoint layout, window attention, prompts, feature reuse."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from clickseg.config import ConfigError, window_layout
+from clickseg.model import build_segnext
+from clickseg.model.build import Architecture
+from clickseg.model.prompt_encoder import click_maps, disk_offsets
+from clickseg.model.segnext_compat import from_segnext_keys, to_segnext_keys
+
+DATA = Path(__file__).parent / "data"
+
+
+def _reference_keys(name: str) -> dict[str, tuple[int, ...]]:
+    out = {}
+    for line in (DATA / name).read_text().splitlines():
+        key, shape, _ = line.split("\t")
+        out[key] = tuple(int(s) for s in shape.strip("[]").split(",") if s.strip())
+    return out
+
+
+@pytest.mark.parametrize("arch,keys,n_params", [
+    ("vit_base_sax2", "segnext_vitb_sax2_keys.txt", 113_789_633),
+    ("vit_base_sax1", "segnext_vitb_sax1_keys.txt", 106_701_761),
+])
+def test_state_dict_matches_segnext_layout(arch, keys, n_params):
+    with torch.device("meta"):
+        model = build_segnext(arch, 1024)
+    ours = {k: tuple(v.shape) for k, v in to_segnext_keys(model.state_dict()).items()}
+    assert ours == _reference_keys(keys)
+    assert sum(p.numel() for p in model.parameters()) == n_params
+    assert set(from_segnext_keys(to_segnext_keys(model.state_dict()))) == set(model.state_dict())
+
+
+@pytest.mark.parametrize("size,layout", [(1024, (4, 16)), (512, (2, 16)), (448, (2, 14)), (224, (1, 14)),
+                                         (256, (1, 16))])
+def test_window_layout_matches_segnext(size, layout):
+    assert window_layout(size) == layout
+
+
+@pytest.mark.parametrize("size", [160, 464, 1008])
+def test_window_layout_rejects_impossible_sizes(size):
+    with pytest.raises(ConfigError, match="model.input_size"):
+        window_layout(size)
+
+
+def test_windowed_blocks_only_mix_tokens_within_windows():
+    arch = Architecture(32, 2, 2, 2, 1, (8, 8, 8, 8), 8)  # block 1 windowed, block 2 (last) global
+    enc = build_segnext(arch, 512).image_encoder.eval()
+    enc.blocks = enc.blocks[:1]  # keep only the windowed block
+    enc.depth = 2  # so block 1 stays windowed
+    x = torch.randn(1, 3, 512, 512)
+    base = enc(x)
+    y = x.clone()
+    y[..., :16, :16] += 5.0  # changes token (0, 0), in window (0, 0)
+    diff = (enc(y) - base).abs().sum(-1).view(32, 32)
+    assert diff[:16, :16].max() > 0
+    assert diff[16:, :].max() == 0 and diff[:, 16:].max() == 0
+
+
+def test_disks_have_81_pixels_and_labels_go_to_their_channel():
+    assert len(disk_offsets(5)) == 81
+    clicks = torch.tensor([[[20, 30, 1], [50, 50, 0], [-1, -1, -1]]], dtype=torch.float32)
+    maps = click_maps(clicks, 64, 5)
+    assert maps[0, 0].sum() == 81 and maps[0, 1].sum() == 81
+    yy, xx = np.mgrid[:64, :64]
+    expect = ((yy - 20) ** 2 + (xx - 30) ** 2 <= 25)
+    assert np.array_equal(maps[0, 0].numpy().astype(bool), expect)
+    border = click_maps(torch.tensor([[[0, 0, 1]]], dtype=torch.float32), 64, 5)
+    assert border.sum() == sum(1 for dy, dx in disk_offsets(5).tolist() if dy >= 0 and dx >= 0)
+
+
+def test_features_reused_for_every_prompt():
+    torch.manual_seed(0)
+    model = build_segnext("tiny", 224).eval()
+    img = torch.rand(1, 3, 300, 200)
+    clicks = torch.tensor([[[100, 100, 1]], [[50, 60, 0]]], dtype=torch.float32)
+    prev = torch.rand(2, 1, 224, 224)
+    with torch.no_grad():
+        feats = model.encode_image(img)
+        batched = model.decode(feats, clicks, prev)
+        single = torch.cat([model(img, clicks[i:i + 1], prev[i:i + 1]) for i in range(2)])
+    assert batched.shape == (2, 1, 224, 224)
+    torch.testing.assert_close(batched, single, atol=1e-5, rtol=1e-5)

