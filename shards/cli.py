@@ -15,7 +15,10 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
+
+if TYPE_CHECKING:
+    from .writer import Converter
 
 __all__ = ["main"]
 
@@ -82,25 +85,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _converter(args: argparse.Namespace):
+def _converter(args: argparse.Namespace) -> "Converter":
+    from .cocolvis import CocoLvisConverter
+    from .folder import FolderConverter
+
     if args.command == "cocolvis":
-        from .cocolvis import CocoLvisConverter
-
-        converter = CocoLvisConverter(root=args.root, split=args.split)
-    else:
-        from .folder import FolderConverter
-
-        if args.command == "folder" and (args.images or args.masks):
-            if not (args.images and args.masks):
-                _parser().error("folder: give both --images and --masks (or --root with img/ and gt/)")
-            converter = FolderConverter(images=args.images, masks=args.masks, root=args.root, split=args.split)
-        elif args.root is None:
-            _parser().error("folder: give --images and --masks, or --root with img/ and gt/")
-        else:
-            converter = FolderConverter(
-                images=args.root / "img", masks=args.root / "gt", root=args.root, split=args.split, format=args.command
-            )
-    return converter
+        return CocoLvisConverter(root=args.root, split=args.split)
+    if args.command == "folder" and (args.images or args.masks):
+        if not (args.images and args.masks):
+            _parser().error("folder: give both --images and --masks (or --root with img/ and gt/)")
+        return FolderConverter(images=args.images, masks=args.masks, root=args.root, split=args.split)
+    if args.root is None:
+        _parser().error("folder: give --images and --masks, or --root with img/ and gt/")
+    return FolderConverter(images=args.root / "img", masks=args.root / "gt", root=args.root, split=args.split, format=args.command)
 
 
 if __name__ == "__main__":

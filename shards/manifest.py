@@ -21,17 +21,14 @@ shard early), so :func:`open_dataset` checks both.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import tarfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 from .format import Sample, decode_sample, iter_shard
-
-if TYPE_CHECKING:
-    from .writer import Converter
+from .writer import Converter, sha256_file
 
 __all__ = [
     "MANIFEST_NAME",
@@ -54,7 +51,7 @@ class ManifestMismatchError(ValueError):
 
 
 def build_manifest(
-    converter: "Converter", records: Sequence[dict[str, Any]], samples_per_shard: int | None = None
+    converter: Converter, records: Sequence[dict[str, Any]], samples_per_shard: int | None = None
 ) -> dict[str, Any]:
     """Combine per-shard records (in shard order) into a manifest dict."""
     source: dict[str, Any] = {"root": os.path.abspath(converter.root), "files": 0, "bytes": 0}
@@ -72,7 +69,7 @@ def build_manifest(
             source["files"] += 1
             source["bytes"] += path.stat().st_size
             if converter.checksum_sources:
-                checksums[Path(os.path.relpath(path, converter.root)).as_posix()] = _sha256(path)
+                checksums[Path(os.path.relpath(path, converter.root)).as_posix()] = sha256_file(path)
     if converter.checksum_sources:
         source["sha256"] = dict(sorted(checksums.items()))
     skipped = [e for r in shards for e in r["skipped"]]
@@ -120,14 +117,6 @@ def shard_paths(directory: str | os.PathLike[str]) -> list[str]:
     return [str(base / rec["name"]) for rec in read_manifest(directory)["shards"]]
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _count_samples(path: Path) -> int:
     keys = set()
     with tarfile.open(path, "r:") as tar:
@@ -144,7 +133,7 @@ def verify_shards(directory: str | os.PathLike[str], manifest: dict[str, Any] | 
         path = Path(directory) / rec["name"]
         if not path.is_file():
             raise ManifestMismatchError(f"shard {path} listed in the manifest is missing")
-        digest = _sha256(path)
+        digest = sha256_file(path)
         if digest != rec["sha256"]:
             raise ManifestMismatchError(f"shard {path}: sha256 {digest} differs from the manifest's {rec['sha256']}")
         try:

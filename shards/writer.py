@@ -43,6 +43,7 @@ __all__ = [
     "convert",
     "convert_shard",
     "load_image",
+    "sha256_file",
     "work_items",
 ]
 
@@ -173,7 +174,7 @@ def work_items(converter: Converter, out_dir: str | os.PathLike[str], samples_pe
     ]
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -191,7 +192,7 @@ def _account_sources(converter: Converter, files: Sequence[Path], source: dict[s
         source["bytes"] += size
         if converter.checksum_sources:
             rel = Path(os.path.relpath(path, converter.root)).as_posix()
-            source["sha256"][rel] = _sha256_file(path)
+            source["sha256"][rel] = sha256_file(path)
 
 
 def convert_shard(work: WorkItem) -> dict[str, Any]:
@@ -242,7 +243,7 @@ def convert_shard(work: WorkItem) -> dict[str, Any]:
     return {
         "name": work.name,
         "samples": totals["images"],
-        "sha256": _sha256_file(final),
+        "sha256": sha256_file(final),
         "bytes": final.stat().st_size,
         "totals": totals,
         "skipped": skipped,

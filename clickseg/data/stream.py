@@ -56,8 +56,14 @@ class _Counter:
 
 
 def raw_samples(url: str, counter: _Counter) -> Iterator[dict]:
-    """Raw webdataset samples (member name -> bytes) of one shard, in order."""
-    yield from wds.tarfile_to_samples(handler=counter)(iter([{"url": url}]))
+    """Raw webdataset samples (member name -> bytes) of one shard, in order.
+
+    The file is opened here (and closed when the shard is done) because
+    webdataset's own URL opener leaves shard files open.
+    """
+    with open(url, "rb") as stream:
+        members = wds.tariterators.tar_file_expander([{"url": url, "stream": stream}], handler=counter)
+        yield from wds.tariterators.group_by_keys(members, handler=counter)
 
 
 class TrainStream(IterableDataset):

@@ -1,0 +1,107 @@
+"""Clickers: where a simulated user clicks next, given the ground truth and the current prediction.
+
+The "center" clicker is the deterministic reference protocol of RITM / SimpleClick /
+SegNext (``shared/spec/evaluation.md``). Clicks are ``(y, x, is_positive)``, i.e.
+(row, column) in the original image.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import cv2
+import numpy as np
+
+
+class Click(NamedTuple):
+    y: int
+    x: int
+    is_positive: bool
+
+
+def as_binary_mask(mask: np.ndarray, name: str = "pred_mask") -> np.ndarray:
+    """``mask`` as a bool array; accepts bool, or integers that are all 0/1.
+
+    Float arrays are refused: a probability map must be thresholded by the caller
+    (``prob > thr``), never silently cast (0.3 would become True).
+    """
+    mask = np.asarray(mask)
+    if mask.dtype == bool:
+        return mask
+    if np.issubdtype(mask.dtype, np.integer) and np.isin(mask, (0, 1)).all():
+        return mask.astype(bool)
+    raise TypeError(f"{name} must be a boolean mask (threshold probabilities first), "
+                    f"got dtype {mask.dtype}")
+
+
+def _padded_edt(region: np.ndarray) -> np.ndarray:
+    """Exact Euclidean distance of each region pixel to the nearest non-region pixel.
+
+    The one-pixel zero padding makes the image border count as outside. OpenCV's
+    ``DIST_L2`` with mask size 0 (``DIST_MASK_PRECISE``) is the exact transform.
+    """
+    padded = np.pad(region.astype(np.uint8), 1)
+    return cv2.distanceTransform(padded, cv2.DIST_L2, 0)[1:-1, 1:-1]
+
+
+def center_click(gt: np.ndarray, pred_mask: np.ndarray, not_clicked: np.ndarray) -> Click:
+    """The reference ("center") click: the interior-most pixel of the larger error region.
+
+    Args:
+        gt: H x W ints; 1 object, 0 background, -1 ignore (any other value is background).
+        pred_mask: H x W bool, the current binary prediction.
+        not_clicked: H x W, 0 (or False) where an earlier click was placed, 1 elsewhere.
+
+    The click is positive at the false-negative maximum when that maximum is strictly
+    larger than the false-positive one, else negative at the false-positive maximum.
+    Equal pixels go to the first in row-major order, so a perfect prediction gives a
+    negative click at (0, 0), whatever that pixel is (a reference quirk kept on purpose).
+    """
+    gt = np.asarray(gt)
+    pred = as_binary_mask(pred_mask)
+    not_clicked = np.asarray(not_clicked)
+    if gt.ndim != 2 or gt.size == 0:
+        raise ValueError(f"gt must be a non-empty H x W array, got shape {gt.shape}")
+    if pred.shape != gt.shape or not_clicked.shape != gt.shape:
+        raise ValueError(f"shape mismatch: gt {gt.shape}, pred_mask {pred.shape}, "
+                         f"not_clicked {not_clicked.shape}")
+    valid = gt != -1
+    obj = gt == 1
+    keep = not_clicked.astype(np.float32)
+    fn_dt = _padded_edt(obj & ~pred & valid) * keep
+    fp_dt = _padded_edt(~obj & pred & valid) * keep
+    positive = bool(fn_dt.max() > fp_dt.max())
+    dt = fn_dt if positive else fp_dt
+    y, x = np.unravel_index(int(np.argmax(dt)), dt.shape)  # argmax: first maximum, row-major
+    return Click(int(y), int(x), positive)
+
+
+class CenterClicker:
+    """The deterministic NoC clicker for one instance.
+
+    ``clicks`` (earlier clicks of this instance, ``(y, x, is_positive)``) start the
+    record; every click returned by :meth:`next_click` is appended to ``self.clicks``
+    and its pixel is never clicked again (only that pixel, not a neighbourhood).
+    """
+
+    def __init__(self, gt: np.ndarray, clicks: Sequence[Sequence] = ()):
+        gt = np.asarray(gt)
+        if gt.ndim != 2 or gt.size == 0:
+            raise ValueError(f"gt must be a non-empty H x W array, got shape {gt.shape}")
+        self.gt = gt
+        self.not_clicked = np.ones(gt.shape, dtype=np.float32)
+        self.clicks: list[Click] = []
+        for c in clicks:
+            y, x, positive = c
+            if not (0 <= y < gt.shape[0] and 0 <= x < gt.shape[1]):
+                raise ValueError(f"click {tuple(c)} lies outside the {gt.shape} ground truth")
+            self._record(Click(int(y), int(x), bool(positive)))
+
+    def _record(self, click: Click) -> None:
+        self.clicks.append(click)
+        self.not_clicked[click.y, click.x] = 0.0
+
+    def next_click(self, pred_mask: np.ndarray) -> Click:
+        """The next click for the current binary prediction (all False before the first click)."""
+        click = center_click(self.gt, pred_mask, self.not_clicked)
+        self._record(click)
+        return click

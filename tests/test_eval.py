@@ -1,0 +1,88 @@
+"""Per-checkpoint evaluation: rows appended once per (epoch, dataset, protocol), TensorBoard at step = epoch."""
+import json
+
+import numpy as np
+import torch
+
+from builtin_data import tiny_overrides
+from clickseg import checkpoint
+from clickseg.config import load_config, save_config, to_dict
+from clickseg.eval.evaluate import evaluate_dataset, evaluate_run, read_results
+from clickseg.eval.metrics import evaluate_instance
+from clickseg.model import build_segnext, load_checkpoint
+from clickseg.predictor import Predictor
+
+
+def _fake_run(builtin_dirs, run_dir, epochs=(1, 2)):
+    cfg = load_config(None, tiny_overrides(builtin_dirs, run_dir))
+    save_config(cfg, run_dir / "config.yaml")
+    for epoch in epochs:
+        torch.manual_seed(epoch)
+        model = build_segnext("tiny", 224)
+        checkpoint.atomic_save({"format": "clickseg", "version": 1, "model": model.state_dict(),
+                                "epoch": epoch, "config": to_dict(cfg)}, checkpoint.checkpoint_path(run_dir, epoch))
+    return cfg
+
+
+def test_evaluate_run_appends_each_checkpoint_once(builtin_dirs, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir = tmp_path / "run"
+    cfg = _fake_run(builtin_dirs, run_dir)
+    rows = evaluate_run(run_dir)
+    assert [(r["epoch"], r["dataset"], r["protocol"]) for r in rows] == [(1, "davis", "center"), (2, "davis", "center")]
+    assert evaluate_run(run_dir) == []  # nothing evaluated twice
+    _fake_run(builtin_dirs, run_dir, epochs=(3,))
+    assert [r["epoch"] for r in evaluate_run(run_dir)] == [3]
+    stored = read_results(run_dir)
+    assert [r["epoch"] for r in stored] == [1, 2, 3]
+    for r in stored:
+        ious = np.asarray(r["ious"])
+        assert ious.shape == (r["instances"], cfg.eval.n_clicks) == (12, 3)
+        assert r["metrics"]["mIoU@1"] == pytest_approx(ious[:, 0].mean())
+        assert r["skipped_empty"] == 0
+    events = EventAccumulator(str(run_dir / "tb" / "eval"))
+    events.Reload()
+    assert [(e.step, round(e.value, 6)) for e in events.Scalars("eval/davis/mIoU@1")] == [
+        (r["epoch"], round(r["metrics"]["mIoU@1"], 6)) for r in stored]
+
+
+def pytest_approx(v):
+    import pytest
+    return pytest.approx(v, abs=1e-6)
+
+
+def test_evaluate_dataset_equals_a_plain_click_loop(builtin_dirs, tmp_path):
+    """The evaluator's IoUs equal those of an independent loop over the predictor."""
+    import shards
+
+    cfg = _fake_run(builtin_dirs, tmp_path / "run", epochs=(1,))
+    model = load_checkpoint(checkpoint.checkpoint_path(tmp_path / "run", 1))
+    predictor = Predictor(model)
+    ious, skipped, names = evaluate_dataset(predictor, str(builtin_dirs["davis"]), cfg.eval)
+    expected = []
+    for sample in shards.open_dataset(builtin_dirs["davis"]):
+        gt = sample.objects[0].mask.astype(np.int64)
+        predictor.set_image(sample.image)
+        expected.append(evaluate_instance(predictor.predict, gt, cfg.eval.n_clicks, cfg.eval.threshold))
+    np.testing.assert_array_equal(ious, np.asarray(expected))
+    assert skipped == 0 and len(names) == len(expected)
+
+
+def test_predictor_keeps_previous_mask_and_batches(builtin_dirs):
+    torch.manual_seed(0)
+    model = build_segnext("tiny", 224).eval()
+    p = Predictor(model)
+    image = (np.random.default_rng(0).random((150, 230, 3)) * 255).astype(np.uint8)
+    p.set_image(image)
+    first = p.predict([(40, 60, True)])
+    second = p.predict([(40, 60, True), (100, 200, False)])
+    assert first.shape == (150, 230) and first.dtype == np.float32
+    batched = p.predict_batch([[(40, 60, True)], [(40, 60, True), (100, 200, False)]],
+                              np.stack([np.zeros_like(first), first]))
+    np.testing.assert_allclose(batched[0], first, atol=1e-5)
+    np.testing.assert_allclose(batched[1], second, atol=1e-5)
+    p.reset()
+    np.testing.assert_allclose(p.predict([(40, 60, True)]), first, atol=1e-6)
+    coords = p.to_model_coords([(149, 229, True), (0, 0, False)])
+    assert coords.tolist() == [[223.0, 223.0, 1.0], [0.0, 0.0, 0.0]]
