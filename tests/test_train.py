@@ -32,13 +32,13 @@ def _final_state(run_dir: Path) -> dict:
     return checkpoint.load(path)
 
 
-def test_killed_training_resumes_and_matches_uninterrupted_run(builtin_dirs, tmp_path):
+def test_killed_training_resumes_and_matches_uninterrupted_run(builtin_dirs, tmp_path, monkeypatch):
     extra = {"train.epochs": 3, "train.samples_per_epoch": 48, "clicks.mode": "multi"}
     ref_dir = tmp_path / "ref"
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the same thread count as the subprocess: same float sums
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     try:
-        train(load_config(None, tiny_overrides(builtin_dirs, ref_dir, **extra)))
+        train(load_config(REPO / "configs" / "demo.yaml", tiny_overrides(builtin_dirs, ref_dir, **extra)))
     finally:
         torch.set_num_threads(threads)
 
@@ -55,7 +55,6 @@ def test_killed_training_resumes_and_matches_uninterrupted_run(builtin_dirs, tmp
     proc.wait()
     done = [e for e, _ in checkpoint.list_checkpoints(run_dir)]
     assert done and done[-1] < 3, f"kill came too late (checkpoints {done})"
-    assert not list((run_dir / "checkpoints").glob("*.tmp")) or True  # a temp file may remain, never a bad .pt
     for _, path in checkpoint.list_checkpoints(run_dir):
         checkpoint.load(path)  # every visible checkpoint is complete
 
