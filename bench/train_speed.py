@@ -6,7 +6,7 @@ timm's stock VisionTransformer of the same width/depth at the same input size
 (global attention, no prompt/decoder): the ratio shows what SegNext's window
 attention, prompt encoder and decoder add or save.
 
-    python bench/train_speed.py                       # tiny@160, tiny@224, vit_base_sax2@512
+    python bench/train_speed.py                       # tiny_global@128, tiny@224, vit_base_sax2@512
     python bench/train_speed.py --cases vit_base_sax2:1024 --batch 1 --steps 2
 """
 from __future__ import annotations
@@ -59,7 +59,7 @@ def bench(arch: str, size: int, batch: int, steps: int) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", nargs="+", default=["tiny:160", "tiny:224", "vit_base_sax2:512"])
+    parser.add_argument("--cases", nargs="+", default=["tiny_global:128", "tiny:224", "vit_base_sax2:512"])
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())

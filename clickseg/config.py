@@ -20,6 +20,7 @@ from typing import Any, Optional
 
 import yaml
 
+LR_SCHEDULES = ("multistep", "cosine")
 CLICK_MODES = ("multi", "single_pos", "single_any")
 EXECUTORS = ("local", "slurm")
 PATCH_SIZE = 16
@@ -80,9 +81,12 @@ class TrainConfig:
     """Per process."""
     lr: float = 5e-5
     weight_decay: float = 0.0
+    lr_schedule: str = "multistep"
+    """``multistep`` (SegNext: x ``lr_gamma`` at each epoch in ``lr_milestones``) or ``cosine`` (to 0 at the end)."""
     lr_milestones: list[int] = field(default_factory=lambda: [50, 55])
     lr_gamma: float = 0.1
     warmup_steps: int = 0
+    """Linear warm-up from 0 over this many optimizer steps, then the schedule."""
     seed: int = 0
     num_processes: int = 1
     """Processes per node that ``accelerate launch`` starts (GPUs per node on a cluster)."""
@@ -92,11 +96,31 @@ class TrainConfig:
     """Sample images with clicks and predictions written to TensorBoard per epoch."""
 
 
+EVAL_PROTOCOLS = ("center", "random")
+EVAL_FLIPS = ("none", "h", "v", "hv")
+
+
 @dataclass
 class EvalConfig:
     n_clicks: int = 20
     threshold: float = 0.49
+    """A pixel is object when its probability is strictly above this."""
     protocol: str = "center"
+    """``center`` (the deterministic NoC clicker) or ``random`` (uniform clicks, ``draws`` per instance)."""
+    draws: int = 1
+    """Click draws per instance (the notes' ``--c``); averaged within an instance."""
+    seed: int = 0
+    """With the dataset, instance and draw, fixes every random click and jitter."""
+    flips: str = "none"
+    """Test-time flips: ``none``; ``h`` or ``v`` (identity + that flip); ``hv`` (identity, h, v and both)."""
+    scaling: int = 1
+    """Inference-time scaling K: prompt variants per user click (K - 1 jittered copies), probabilities averaged."""
+    jitter_radius: int = 5
+    """Jittered copies lie within this many pixels (original image) of the click, inside its region."""
+    scaling_curve: list[int] = field(default_factory=list)
+    """Also evaluate mIoU@1 for each K listed (e.g. [1, 2, 4, 8, 16]) with the seconds per image."""
+    max_batch: int = 64
+    """Most prompts decoded in one batched call."""
     max_instances: int = 0
     """Evaluate only the first N instances of each set (0: all)."""
 
@@ -267,12 +291,22 @@ def validate(cfg: Config) -> None:
     need(t.samples_per_epoch >= t.batch_size * t.num_processes, "train.samples_per_epoch",
          "must be at least one batch on every process")
     need(t.lr > 0, "train.lr", "must be > 0")
+    need(t.lr_schedule in LR_SCHEDULES, "train.lr_schedule", f"one of {LR_SCHEDULES}")
+    need(t.warmup_steps >= 0, "train.warmup_steps", "must be >= 0")
     need(t.num_processes >= 1, "train.num_processes", "must be >= 1")
     need(t.mixed_precision in ("no", "fp16", "bf16"), "train.mixed_precision", "one of no, fp16, bf16")
     e = cfg.eval
     need(e.n_clicks >= 1, "eval.n_clicks", "must be >= 1")
     need(0.0 <= e.threshold < 1.0, "eval.threshold", "must be in [0, 1)")
-    need(e.protocol in ("center",), "eval.protocol", f"unknown protocol {e.protocol!r}; one of ('center',)")
+    need(e.protocol in EVAL_PROTOCOLS, "eval.protocol", f"unknown protocol {e.protocol!r}; one of {EVAL_PROTOCOLS}")
+    need(e.draws >= 1, "eval.draws", "must be >= 1")
+    need(e.seed >= 0, "eval.seed", "must be >= 0")
+    need(e.flips in EVAL_FLIPS, "eval.flips", f"unknown flips {e.flips!r}; one of {EVAL_FLIPS}")
+    need(e.scaling >= 1, "eval.scaling", "must be >= 1")
+    need(e.jitter_radius >= 0, "eval.jitter_radius", "must be >= 0")
+    need(all(k >= 1 for k in e.scaling_curve), "eval.scaling_curve", "every K must be >= 1")
+    need(e.max_batch >= 1, "eval.max_batch", "must be >= 1")
+    need(e.max_instances >= 0, "eval.max_instances", "must be >= 0")
     need(cfg.executor.type in EXECUTORS, "executor.type", f"one of {EXECUTORS}")
     need(cfg.executor.nodes >= 1, "executor.nodes", "must be >= 1")
     need(bool(cfg.name) and "/" not in cfg.name, "name", "must be a non-empty name without '/'")

@@ -25,6 +25,7 @@ from clickseg.data.stream import TrainStream
 from clickseg.losses import normalized_focal_loss
 from clickseg.model import build_segnext
 from clickseg.model.pretrained import load_mae_weights
+from clickseg.schedule import make_scheduler
 from clickseg.simulate import prepare_prompts
 from clickseg.visualize import click_overlay
 
@@ -72,7 +73,8 @@ def train(cfg: Config) -> None:
         report = load_mae_weights(model, cfg.model.pretrained)
         accelerator.print(report)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, cfg.train.lr_milestones, cfg.train.lr_gamma)
+    steps_per_epoch = cfg.train.samples_per_epoch // (cfg.train.batch_size * world)
+    scheduler = make_scheduler(optimizer, steps_per_epoch, cfg.train)
 
     start_epoch, step = 0, 0
     existing = checkpoint.list_checkpoints(run_dir)
@@ -88,7 +90,6 @@ def train(cfg: Config) -> None:
     model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.init_trackers("tb", config={"name": cfg.name})
     writer = accelerator.get_tracker("tensorboard", unwrap=True) if accelerator.is_main_process else None
-    steps_per_epoch = cfg.train.samples_per_epoch // (cfg.train.batch_size * world)
     write_state(run_dir, status="running", epoch=start_epoch) if accelerator.is_main_process else None
 
     for epoch in range(start_epoch, cfg.train.epochs):
@@ -108,6 +109,7 @@ def train(cfg: Config) -> None:
                 loss = normalized_focal_loss(logits.float(), gt).mean()
             accelerator.backward(loss)
             optimizer.step()
+            scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
             seen += images.shape[0] * world
@@ -115,7 +117,6 @@ def train(cfg: Config) -> None:
                 accelerator.log({"train/loss": loss.item(), "train/lr": optimizer.param_groups[0]["lr"],
                                  "train/iou": batch_iou(logits.detach(), gt),
                                  "train/samples_per_s": seen / (time.time() - t0)}, step=step)
-        scheduler.step()
         skipped_all = int(accelerator.reduce(torch.tensor(skipped, device=accelerator.device), "sum"))
         accelerator.log({"train/skipped_samples": skipped_all, "train/epoch_seconds": time.time() - t0}, step=step)
         if writer is not None and cfg.train.num_vis:

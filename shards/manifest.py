@@ -2,8 +2,10 @@
 
 Manifest layout (``version`` 1)::
 
-    {"format": "cocolvis" | "davis" | "folder", "split": "train" | "val",
-     "version": 1, "samples_per_shard": int,
+    {"format": "cocolvis" | "cocolvis-build" | "davis" | "hqseg44k" | "folder",
+     "split": "train" | "val", "version": 1, "samples_per_shard": int,
+     "options": {...},                              # only for converters with settings
+     "build": {...},                                # cocolvis-build: inputs' sha256 and rule counts
      "source": {"root": str, "files": int, "bytes": int,
                 "sha256": {relative path: hex}},     # sha256 only for evaluation sets
      "shards": [{"name", "samples", "sha256", "bytes",
@@ -76,17 +78,25 @@ def build_manifest(
     flagged = [e for r in shards for e in r["flagged"]]
     totals = {k: sum(r["totals"][k] for r in shards) for k in ("images", "instances", "stuff")}
     totals["skipped"] = len(skipped)
-    return {
+    manifest: dict[str, Any] = {
         "format": converter.format,
         "split": converter.split,
         "version": MANIFEST_VERSION,
         "samples_per_shard": samples_per_shard,
+    }
+    if converter.options():
+        manifest["options"] = converter.options()
+    manifest.update(converter.summarize(shards))
+    manifest.update({
         "source": source,
         "shards": shards,
         "totals": totals,
         "skipped": skipped,
         "flagged": flagged,
-    }
+    })
+    for rec in shards:
+        rec.pop("extra", None)
+    return manifest
 
 
 def write_manifest(directory: str | os.PathLike[str], manifest: dict[str, Any]) -> Path:

@@ -14,12 +14,20 @@ Bad input never stops a conversion: an unusable item is skipped with a reason
 ``unexpected_error``), and a usable item with problems is kept and flagged
 (``no_objects``, ``only_stuff``, ``empty_object`` (that object is dropped),
 ``reencoded_png``).
+
+Reruns resume: next to each finished shard :func:`convert_shard` writes
+``.records/<shard>.json`` (its record plus a fingerprint of the work item: the
+item listing, the source files' sizes and modification times, the converter's
+options). :func:`convert` keeps a shard whose record, fingerprint and sha256 all
+match and redoes the others, so an interrupted run or a job array's tasks can be
+finished by running the same command again.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
 import multiprocessing
 import os
 from collections import Counter
@@ -42,6 +50,7 @@ __all__ = [
     "WorkItem",
     "convert",
     "convert_shard",
+    "finished_record",
     "load_image",
     "sha256_file",
     "work_items",
@@ -71,6 +80,7 @@ class SourceSample:
     objects: list[dict[str, Any]]
     source: str
     flags: list[str] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)  # per-rule counts a converter reports (summed per shard)
 
 
 class Converter:
@@ -100,6 +110,14 @@ class Converter:
     def extra_files(self) -> list[Path]:
         """Source files shared by all items (e.g. an annotation index)."""
         return []
+
+    def summarize(self, records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """Extra top-level manifest entries computed from the shard records (their ``extra`` parts)."""
+        return {}
+
+    def options(self) -> dict[str, Any]:
+        """Settings that change the output (part of each shard's fingerprint and of the manifest)."""
+        return {}
 
 
 @dataclass
@@ -195,8 +213,51 @@ def _account_sources(converter: Converter, files: Sequence[Path], source: dict[s
             source["sha256"][rel] = sha256_file(path)
 
 
+RECORDS_DIR = ".records"
+
+
+def fingerprint(work: WorkItem) -> str:
+    """sha256 over what determines a shard's content (never the absolute root)."""
+    conv = work.converter
+    h = hashlib.sha256()
+    h.update(json.dumps([conv.format, conv.split, work.name, work.start, conv.options()], sort_keys=True, default=str).encode())
+    for item in work.items:
+        h.update(repr(item).encode())
+        for path in conv.item_files(item):
+            try:
+                st = path.stat()
+                h.update(f"|{st.st_size}:{st.st_mtime_ns}".encode())
+            except OSError:
+                h.update(b"|missing")
+    return h.hexdigest()
+
+
+def _record_path(work: WorkItem) -> Path:
+    return Path(work.out_dir) / RECORDS_DIR / f"{work.name}.json"
+
+
+def finished_record(work: WorkItem) -> dict[str, Any] | None:
+    """The record of an already written shard for this work item, or None when it must be (re)done."""
+    try:
+        record = json.loads(_record_path(work).read_text(encoding="utf-8"))
+        shard = Path(work.out_dir) / work.name
+        if record.pop("fingerprint") != fingerprint(work) or record["bytes"] != shard.stat().st_size:
+            return None
+        return record if sha256_file(shard) == record["sha256"] else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _write_record(work: WorkItem, record: dict[str, Any]) -> None:
+    path = _record_path(work)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps({**record, "fingerprint": fingerprint(work)}), encoding="utf-8")
+    os.replace(tmp, path)
+
+
 def convert_shard(work: WorkItem) -> dict[str, Any]:
-    """Write one shard atomically and return its record.
+    """Write one shard atomically, save its record under ``.records/`` and return the record.
 
     The record holds ``name, samples, sha256, bytes, totals{images, instances,
     stuff}, skipped[{item, reason, detail}], flagged[{item, flag}]`` plus
@@ -212,6 +273,7 @@ def convert_shard(work: WorkItem) -> dict[str, Any]:
     skipped: list[dict[str, str]] = []
     flagged: list[dict[str, str]] = []
     source: dict[str, Any] = {"files": 0, "bytes": 0, "sha256": {}}
+    counts: Counter[str] = Counter()
     try:
         with open(tmp, "wb") as fh:
             with wds.TarWriter(fh, encoder=False, mtime=0) as tar:
@@ -232,6 +294,7 @@ def convert_shard(work: WorkItem) -> dict[str, Any]:
                     totals["stuff"] += sum(1 for o in s.objects if o.get("is_stuff"))
                     totals["instances"] += sum(1 for o in s.objects if not o.get("is_stuff"))
                     flagged.extend({"item": name, "flag": f} for f in s.flags)
+                    counts.update(s.counts)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, final)
@@ -240,7 +303,7 @@ def convert_shard(work: WorkItem) -> dict[str, Any]:
             tmp.unlink()
     if not conv.checksum_sources:
         del source["sha256"]
-    return {
+    record = {
         "name": work.name,
         "samples": totals["images"],
         "sha256": sha256_file(final),
@@ -250,6 +313,10 @@ def convert_shard(work: WorkItem) -> dict[str, Any]:
         "flagged": flagged,
         "source": source,
     }
+    if counts:
+        record["extra"] = {"counts": dict(sorted(counts.items()))}
+    _write_record(work, record)
+    return record
 
 
 def _report(manifest: dict[str, Any], n_items: int) -> str:
@@ -272,13 +339,17 @@ def convert(
     max_skip_fraction: float = 0.1,
     samples_per_shard: int = 1000,
     progress: bool = True,
-) -> dict[str, Any]:
+    only: int | None = None,
+) -> dict[str, Any] | None:
     """Convert a whole source dataset to ``out_dir`` and return the manifest.
 
     ``workers`` <= 1 runs in-process, otherwise a spawn-based process pool.
-    After writing ``manifest.json`` a report by skip reason is printed and
-    :class:`ConversionError` is raised when more than ``max_skip_fraction`` of
-    the items were skipped.
+    Finished shards of an earlier run with the same inputs are kept (see the
+    module docstring). After writing ``manifest.json`` a report by skip reason
+    is printed and :class:`ConversionError` is raised when more than
+    ``max_skip_fraction`` of the items were skipped. ``only=k`` converts just
+    work item ``k`` (one task of a job array) and returns None; a final run
+    without ``only`` then writes the manifest.
     """
     from tqdm import tqdm
 
@@ -288,17 +359,27 @@ def convert(
     n_items = sum(len(w.items) for w in work)
     if n_items == 0:
         raise ConversionError(f"no source items found for {converter.format} under {converter.root}")
-    records: list[dict[str, Any] | None] = [None] * len(work)
-    bar = tqdm(total=n_items, unit="img", desc=f"{converter.format} {converter.split}", disable=not progress)
+    if only is not None:
+        if not 0 <= only < len(work):
+            raise ConversionError(f"work item {only} does not exist ({len(work)} shards of {samples_per_shard} items)")
+        if finished_record(work[only]) is None:
+            convert_shard(work[only])
+        return None
+    records: list[dict[str, Any] | None] = [finished_record(w) for w in work]
+    todo = [i for i, r in enumerate(records) if r is None]
+    if progress and len(todo) < len(work):
+        print(f"keeping {len(work) - len(todo)} finished shard(s) in {out_dir}")
+    bar = tqdm(total=sum(len(work[i].items) for i in todo), unit="img", desc=f"{converter.format} {converter.split}",
+               disable=not progress)
     try:
         if workers <= 1:
-            for i, w in enumerate(work):
-                records[i] = convert_shard(w)
-                bar.update(len(w.items))
+            for i in todo:
+                records[i] = convert_shard(work[i])
+                bar.update(len(work[i].items))
         else:
             ctx = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-                futures = {pool.submit(convert_shard, w): i for i, w in enumerate(work)}
+                futures = {pool.submit(convert_shard, work[i]): i for i in todo}
                 for fut in as_completed(futures):
                     i = futures[fut]
                     records[i] = fut.result()

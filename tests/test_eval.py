@@ -31,6 +31,7 @@ def test_evaluate_run_appends_each_checkpoint_once(builtin_dirs, tmp_path):
     cfg = _fake_run(builtin_dirs, run_dir)
     rows = evaluate_run(run_dir)
     assert [(r["epoch"], r["dataset"], r["protocol"]) for r in rows] == [(1, "davis", "center"), (2, "davis", "center")]
+    assert all(r["ci"]["mIoU@1"][0] <= r["metrics"]["mIoU@1"] <= r["ci"]["mIoU@1"][1] for r in rows)
     assert evaluate_run(run_dir) == []  # nothing evaluated twice
     _fake_run(builtin_dirs, run_dir, epochs=(3,))
     assert [r["epoch"] for r in evaluate_run(run_dir)] == [3]
@@ -59,7 +60,9 @@ def test_evaluate_dataset_equals_a_plain_click_loop(builtin_dirs, tmp_path):
     cfg = _fake_run(builtin_dirs, tmp_path / "run", epochs=(1,))
     model = load_checkpoint(checkpoint.checkpoint_path(tmp_path / "run", 1))
     predictor = Predictor(model)
-    ious, skipped, names = evaluate_dataset(predictor, str(builtin_dirs["davis"]), cfg.eval)
+    result = evaluate_dataset(predictor, str(builtin_dirs["davis"]), cfg.eval)
+    ious, skipped, names = result.mean_ious, result.skipped_empty, result.names
+    assert result.ious.shape == (12, 1, cfg.eval.n_clicks) and result.images == 12
     expected = []
     for sample in shards.open_dataset(builtin_dirs["davis"]):
         gt = sample.objects[0].mask.astype(np.int64)
@@ -86,3 +89,45 @@ def test_predictor_keeps_previous_mask_and_batches(builtin_dirs):
     np.testing.assert_allclose(p.predict([(40, 60, True)]), first, atol=1e-6)
     coords = p.to_model_coords([(149, 229, True), (0, 0, False)])
     assert coords.tolist() == [[223.0, 223.0, 1.0], [0.0, 0.0, 0.0]]
+
+
+def test_protocol_overrides_and_scaling_curve_add_rows_without_overwriting(builtin_dirs, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir = tmp_path / "run"
+    _fake_run(builtin_dirs, run_dir, epochs=(1,))
+    evaluate_run(run_dir, overrides=["eval.max_instances=3"])
+    before = (run_dir / "results.jsonl").read_text()
+    overrides = ["eval.protocol=random", "eval.draws=2", "eval.n_clicks=2", "eval.max_instances=3",
+                 "eval.scaling_curve=[1, 2]", "eval.flips=h", "eval.seed=1"]
+    rows = evaluate_run(run_dir, overrides=overrides)
+    assert [r["protocol"] for r in rows] == ["random-c2-s1-fliph", "random-c2-s1-fliph-K1r5@1",
+                                             "random-c2-s1-fliph-K2r5@1"]
+    assert (run_dir / "results.jsonl").read_text().startswith(before)  # appended, nothing rewritten
+    assert evaluate_run(run_dir, overrides=overrides) == []
+    main, k1, k2 = rows
+    assert np.asarray(main["draw_ious"]).shape == (3, 2, 2) and np.asarray(main["ious"]).shape == (3, 2)
+    assert main["metrics"]["draws"] == 2 and main["options"]["flips"] == "h" and not main["scaling_curve"]
+    assert k1["scaling_curve"] and k1["n_clicks"] == 1 and k2["options"]["scaling"] == 2
+    np.testing.assert_allclose(np.asarray(k1["draw_ious"])[:, :, 0], np.asarray(main["draw_ious"])[:, :, 0], atol=1e-6)
+    assert k1["seconds_per_image"] > 0
+    events = EventAccumulator(str(run_dir / "tb" / "eval"))
+    events.Reload()
+    assert "eval/davis/random-c2-s1-fliph/mIoU@1" in events.Tags()["scalars"]
+    import pytest
+    from clickseg.config import ConfigError
+    with pytest.raises(ConfigError, match="eval"):
+        evaluate_run(run_dir, overrides=["train.lr=1"])
+    with pytest.raises(ConfigError, match="eval.flips"):
+        evaluate_run(run_dir, overrides=["eval.flips=diagonal"])
+
+
+def test_empty_objects_are_skipped_and_counted(builtin_dirs, tmp_path, monkeypatch):
+    from clickseg.eval import evaluate as ev
+
+    real = list(ev.instances(str(builtin_dirs["davis"]), 4))
+    monkeypatch.setattr(ev, "instances", lambda d, limit=0: iter([real[0], None, real[1], None, real[2]]))
+    model = build_segnext("tiny", 224)
+    cfg = load_config(None, ["eval.protocol=random", "eval.n_clicks=1", "eval.draws=2"]).eval
+    result = ev.evaluate_dataset(Predictor(model), str(builtin_dirs["davis"]), cfg, "davis")
+    assert result.skipped_empty == 2 and result.ious.shape == (3, 2, 1) and len(result.names) == 3

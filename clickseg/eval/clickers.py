@@ -105,3 +105,71 @@ class CenterClicker:
         click = center_click(self.gt, pred_mask, self.not_clicked)
         self._record(click)
         return click
+
+
+def error_regions(gt: np.ndarray, pred_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(false negatives, false positives) of a binary prediction; ignore pixels are in neither."""
+    gt = np.asarray(gt)
+    pred = as_binary_mask(pred_mask)
+    if pred.shape != gt.shape:
+        raise ValueError(f"shape mismatch: gt {gt.shape}, pred_mask {pred.shape}")
+    valid = gt != -1
+    obj = gt == 1
+    return obj & ~pred & valid, ~obj & pred & valid
+
+
+class RandomClicker:
+    """The random clicker of the research notes for one instance, fully determined by ``seed``.
+
+    The first click is positive, drawn uniformly from the object pixels (gt == 1). Each later
+    click is drawn uniformly from the union of the false-negative and false-positive regions
+    (ignore pixels are in neither), which picks a region with probability proportional to its
+    area: positive in FN, negative in FP. A perfect prediction (no error pixel) gets a positive
+    confirming click drawn uniformly from the object.
+
+    Args:
+        gt: H x W ints; 1 object, 0 background, -1 ignore. Must contain an object pixel.
+        seed: an int or a sequence of ints (e.g. ``(run_seed, dataset_hash, instance, draw)``),
+            passed to ``numpy.random.default_rng``.
+        clicks: earlier clicks ``(y, x, is_positive)`` of this instance; when given, the next
+            click is drawn from the error region (the first-click rule applies only to an empty
+            record).
+    """
+
+    def __init__(self, gt: np.ndarray, seed, clicks: Sequence[Sequence] = ()):
+        gt = np.asarray(gt)
+        if gt.ndim != 2 or gt.size == 0:
+            raise ValueError(f"gt must be a non-empty H x W array, got shape {gt.shape}")
+        self.gt = gt
+        self.object_pixels = np.flatnonzero(gt == 1)
+        if self.object_pixels.size == 0:
+            raise ValueError("gt has no object pixel (value 1): an empty object cannot be clicked")
+        self.rng = np.random.default_rng(seed)
+        self.clicks: list[Click] = []
+        for c in clicks:
+            y, x, positive = c
+            if not (0 <= y < gt.shape[0] and 0 <= x < gt.shape[1]):
+                raise ValueError(f"click {tuple(c)} lies outside the {gt.shape} ground truth")
+            self.clicks.append(Click(int(y), int(x), bool(positive)))
+
+    def _pixel(self, flat_index: int, positive: bool) -> Click:
+        y, x = divmod(int(flat_index), self.gt.shape[1])
+        return Click(y, x, positive)
+
+    def next_click(self, pred_mask: np.ndarray) -> Click:
+        """The next click for the current binary prediction (all False before the first click)."""
+        if not self.clicks:
+            as_binary_mask(pred_mask)  # same checks as later clicks
+            click = self._pixel(self.object_pixels[self.rng.integers(self.object_pixels.size)], True)
+        else:
+            fn, fp = error_regions(self.gt, pred_mask)
+            fn_idx, fp_idx = np.flatnonzero(fn), np.flatnonzero(fp)
+            n = fn_idx.size + fp_idx.size
+            if n == 0:
+                click = self._pixel(self.object_pixels[self.rng.integers(self.object_pixels.size)], True)
+            else:
+                u = int(self.rng.integers(n))
+                click = (self._pixel(fn_idx[u], True) if u < fn_idx.size
+                         else self._pixel(fp_idx[u - fn_idx.size], False))
+        self.clicks.append(click)
+        return click

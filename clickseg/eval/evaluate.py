@@ -1,8 +1,13 @@
 """Per-checkpoint evaluation of a run, appending to its results file and TensorBoard.
 
 Each run directory holds ``results.jsonl``: one JSON row per (experiment,
-epoch, dataset, protocol) with the summary metrics and the per-instance IoU
-after every click. A checkpoint whose rows are all present is never evaluated
+epoch, dataset, protocol) with the summary metrics, their 95% bootstrap
+intervals over instances and the per-instance IoU after every click (averaged
+over draws; every draw in ``draw_ious`` when there are several). The
+protocol of a row is a label of all the options that change its numbers
+(``center``, ``random-c5``, ``random-c5-fliphv``, ``random-c5-K8r5``; scaling
+curve points end in ``-K<k>r<radius>@1``), so a new option gives new rows and never
+overwrites old ones. A checkpoint whose rows are all present is never evaluated
 again, so ``evaluate_run`` can be called any number of times (and ``follow_run``
 calls it until training has ended).
 """
@@ -11,17 +16,18 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 
 import shards
 from clickseg import checkpoint
-from clickseg.config import Config, EvalConfig, load_config
-from clickseg.eval.metrics import evaluate_instance, summarize
+from clickseg.config import Config, ConfigError, EvalConfig, load_config
+from clickseg.eval.protocols import Protocol, Views, evaluate_views
+from clickseg.eval.summary import summarize_draws
 from clickseg.model import load_checkpoint
 from clickseg.predictor import Predictor
 
@@ -49,17 +55,46 @@ def instances(dataset_dir: str, limit: int = 0) -> Iterator[Instance | None]:
             yield Instance(sample.source, obj.id, sample.image, obj.mask.astype(np.int64)) if obj.mask.any() else None
 
 
-def evaluate_dataset(predictor: Predictor, dataset_dir: str, cfg: EvalConfig) -> tuple[np.ndarray, int, list[str]]:
-    """IoU after each click for every instance: ((N, n_clicks) array, skipped empty objects, instance names)."""
-    rows, names, skipped = [], [], 0
-    for inst in instances(dataset_dir, cfg.max_instances):
+@dataclass
+class DatasetResult:
+    ious: np.ndarray  # (instances, draws, clicks)
+    skipped_empty: int
+    names: list[str]
+    images: int
+    seconds: float
+
+    @property
+    def mean_ious(self) -> np.ndarray:
+        """(instances, clicks): IoU after each click averaged over draws."""
+        return self.ious.mean(axis=1)
+
+
+def evaluate_dataset(predictor: Predictor, dataset_dir: str, cfg: EvalConfig | Protocol,
+                     dataset: str | None = None, max_instances: int | None = None) -> DatasetResult:
+    """Every instance of a dataset under one protocol (an ``EvalConfig`` or a ``Protocol``).
+
+    ``dataset`` (default: the directory's name) enters the click seeds, with the instance's
+    index among the dataset's objects (empty ones included, so ``max_instances`` never changes
+    the clicks of an instance). Each image is encoded once per view and shared by consecutive
+    instances of the same image. Empty objects are skipped and counted.
+    """
+    protocol = cfg if isinstance(cfg, Protocol) else Protocol.from_config(cfg)
+    limit = max_instances if max_instances is not None else getattr(cfg, "max_instances", 0)
+    dataset = dataset if dataset is not None else Path(dataset_dir).name
+    views = Views(predictor, protocol.flips)
+    rows, names, skipped, sources = [], [], 0, []
+    t0 = time.perf_counter()
+    for index, inst in enumerate(instances(dataset_dir, limit)):
         if inst is None:
             skipped += 1
             continue
-        predictor.set_image(inst.image)
-        rows.append(evaluate_instance(predictor.predict, inst.gt, cfg.n_clicks, cfg.threshold))
+        if not sources or sources[-1] != inst.source:
+            views.set_image(inst.image)
+            sources.append(inst.source)
+        rows.append(evaluate_views(views, inst.gt, protocol, dataset, index))
         names.append(f"{inst.source}#{inst.object_id}")
-    return np.asarray(rows, dtype=np.float64).reshape(-1, cfg.n_clicks), skipped, names
+    ious = np.asarray(rows, dtype=np.float64).reshape(-1, protocol.draws, protocol.n_clicks)
+    return DatasetResult(ious, skipped, names, len(set(sources)), time.perf_counter() - t0)
 
 
 def read_results(run_dir: str | Path) -> list[dict]:
@@ -84,37 +119,86 @@ def append_result(run_dir: str | Path, row: dict) -> None:
         os.fsync(f.fileno())
 
 
-def evaluate_run(run_dir: str | Path, cfg: Config | None = None, device: str = "cpu") -> list[dict]:
-    """Evaluate every checkpoint of ``run_dir`` not evaluated yet; return the new rows."""
+def protocols_of(cfg: EvalConfig) -> list[tuple[Protocol, bool]]:
+    """(protocol, is a scaling-curve point) pairs that ``cfg`` asks for: the main protocol, then
+    mIoU@1 (one click) at each K of ``scaling_curve``."""
+    out = [(Protocol.from_config(cfg), False)]
+    out += [(Protocol.from_config(cfg, scaling=k, n_clicks=1), True) for k in cfg.scaling_curve]
+    return out
+
+
+def row_label(protocol: Protocol, curve: bool) -> str:
+    """``protocol.label()``; for a scaling-curve point, the label at K = 1 then ``-K<k>r<radius>@1``."""
+    if not curve:
+        return protocol.label()
+    return f"{replace(protocol, scaling=1).label()}-K{protocol.scaling}r{protocol.jitter_radius}@1"
+
+
+def tb_tag(dataset: str, label: str, metric: str) -> str:
+    return f"eval/{dataset}/{metric}" if label == "center" else f"eval/{dataset}/{label}/{metric}"
+
+
+def make_row(cfg: Config, epoch: int, dataset: str, protocol: Protocol, curve: bool, result: DatasetResult,
+             checkpoint_path: str) -> dict:
+    """One results.jsonl row: summary with CIs, per-instance IoUs (draw mean) and, for several
+    draws, the IoU of every draw."""
+    metrics, ci = summarize_draws(result.ious) if len(result.ious) else ({}, {})
+    row = {"experiment": cfg.name, "epoch": epoch, "dataset": dataset, "protocol": row_label(protocol, curve),
+           "clicker": protocol.name, "options": protocol.options(), "scaling_curve": curve,
+           "threshold": protocol.threshold, "n_clicks": protocol.n_clicks, "draws": protocol.draws,
+           "seed": protocol.seed, "instances": len(result.ious), "skipped_empty": result.skipped_empty,
+           "checkpoint": checkpoint_path, "seconds": round(result.seconds, 3),
+           "seconds_per_image": round(result.seconds / max(1, result.images), 4),
+           "metrics": metrics, "ci": ci, "instance_names": result.names,
+           "ious": result.mean_ious.round(6).tolist()}
+    if protocol.draws > 1:
+        row["draw_ious"] = result.ious.round(6).tolist()
+    return row
+
+
+def evaluate_run(run_dir: str | Path, cfg: Config | None = None, device: str = "cpu",
+                 overrides: Sequence[str] = ()) -> list[dict]:
+    """Evaluate every checkpoint of ``run_dir`` under every protocol of ``cfg.eval`` not
+    evaluated yet; append the new rows to results.jsonl and TensorBoard and return them.
+
+    ``overrides`` (``eval.key=value``, applied to the run's config.yaml when ``cfg`` is None)
+    change the protocol of this call only, e.g. ``["eval.protocol=random", "eval.draws=5"]``;
+    the config file is not changed.
+    """
     run_dir = Path(run_dir)
-    cfg = cfg or load_config(run_dir / "config.yaml")
+    bad = [o for o in overrides if not o.startswith("eval.")]
+    if bad:
+        raise ConfigError(f"evaluation overrides must set eval.* keys, got {bad}")
+    cfg = cfg or load_config(run_dir / "config.yaml", list(overrides))
     done = {(r["epoch"], r["dataset"], r["protocol"]) for r in read_results(run_dir)}
+    plan = protocols_of(cfg.eval)
     new_rows = []
     writer = None
     for epoch, path in checkpoint.list_checkpoints(run_dir):
-        todo = [(name, d) for name, d in cfg.data.eval.items() if (epoch, name, cfg.eval.protocol) not in done]
+        todo = [(name, d, p, curve) for name, d in cfg.data.eval.items() for p, curve in plan
+                if (epoch, name, row_label(p, curve)) not in done]
         if not todo:
             continue
         predictor = Predictor(load_checkpoint(path, device), device)
-        for name, dataset_dir in todo:
-            t0 = time.time()
-            ious, skipped, names = evaluate_dataset(predictor, dataset_dir, cfg.eval)
-            metrics = summarize(ious) if len(ious) else {}
-            row = {"experiment": cfg.name, "epoch": epoch, "dataset": name, "protocol": cfg.eval.protocol,
-                   "threshold": cfg.eval.threshold, "n_clicks": cfg.eval.n_clicks, "instances": len(ious),
-                   "skipped_empty": skipped, "checkpoint": str(path), "seconds": round(time.time() - t0, 2),
-                   "metrics": metrics, "instance_names": names, "ious": ious.round(6).tolist()}
+        for name, dataset_dir, protocol, curve in todo:
+            result = evaluate_dataset(predictor, dataset_dir, protocol, name, cfg.eval.max_instances)
+            row = make_row(cfg, epoch, name, protocol, curve, result, str(path))
             append_result(run_dir, row)
+            done.add((epoch, name, row["protocol"]))
             new_rows.append(row)
             if writer is None:
                 from torch.utils.tensorboard import SummaryWriter
                 writer = SummaryWriter(str(run_dir / "tb" / "eval"))
+            metrics = row["metrics"]
             for key in ("mIoU@1", "mIoU@5", "NoC@85", "NoC@90", "NoC@95", "NoF@90"):
                 if key in metrics:
-                    writer.add_scalar(f"eval/{name}/{key}", metrics[key], epoch)
-            print(f"[eval] {cfg.name} epoch {epoch} {name}: mIoU@1 {metrics.get('mIoU@1', float('nan')):.4f} "
-                  f"NoC@90 {metrics.get('NoC@90', float('nan')):.2f} ({len(ious)} instances, {row['seconds']} s)",
-                  flush=True)
+                    writer.add_scalar(tb_tag(name, row["protocol"], key), metrics[key], epoch)
+            writer.add_scalar(tb_tag(name, row["protocol"], "seconds_per_image"), row["seconds_per_image"], epoch)
+            lo, hi = row["ci"].get("mIoU@1", (float("nan"), float("nan")))
+            print(f"[eval] {cfg.name} epoch {epoch} {name} {row['protocol']}: mIoU@1 "
+                  f"{metrics.get('mIoU@1', float('nan')):.4f} [{lo:.4f}, {hi:.4f}] "
+                  f"NoC@90 {metrics.get('NoC@90', float('nan')):.2f} ({row['instances']} instances, "
+                  f"{row['skipped_empty']} empty skipped, {row['seconds_per_image']} s/image)", flush=True)
     if writer is not None:
         writer.close()
     return new_rows
@@ -128,10 +212,11 @@ def training_status(run_dir: str | Path) -> str:
     return json.loads(path.read_text()).get("status", "running")
 
 
-def follow_run(run_dir: str | Path, poll_s: float = 5.0, device: str = "cpu", timeout_s: float | None = None) -> int:
+def follow_run(run_dir: str | Path, poll_s: float = 5.0, device: str = "cpu", timeout_s: float | None = None,
+               overrides: Sequence[str] = ()) -> int:
     """Evaluate checkpoints as they appear until training is done or failed; return rows written."""
     torch.set_num_threads(1)
-    cfg = load_config(Path(run_dir) / "config.yaml")
+    cfg = load_config(Path(run_dir) / "config.yaml", list(overrides))
     start, total = time.time(), 0
     while True:
         status = training_status(run_dir)  # read before evaluating, so the last checkpoint is never missed

@@ -33,6 +33,8 @@ ARCHITECTURES: dict[str, Architecture] = {
     "vit_large_sax2": Architecture(1024, 24, 16, 6, 2, (128, 256, 512, 1024), 256),
     # Small enough to train on a laptop CPU; same code paths (windows, fusion, neck, head).
     "tiny": Architecture(128, 4, 4, 2, 1, (32, 64, 128, 128), 64),
+    # The same with global attention in every block: valid at any multiple of 16 (e.g. 128, 160).
+    "tiny_global": Architecture(128, 4, 4, 1, 1, (32, 64, 128, 128), 64),
 }
 
 
