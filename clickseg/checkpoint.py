@@ -25,6 +25,22 @@ def checkpoint_path(run_dir: str | Path, epoch: int) -> Path:
     return Path(run_dir) / CHECKPOINT_DIR / f"epoch_{epoch:04d}.pt"
 
 
+def interrupt_path(run_dir: str | Path) -> Path:
+    """The mid-epoch checkpoint written when a job is told to stop (preemption, time limit)."""
+    return Path(run_dir) / CHECKPOINT_DIR / "interrupt.pt"
+
+
+def resume_path(run_dir: str | Path) -> Path | None:
+    """The checkpoint to resume from: the interrupt checkpoint if it is newer than the last epoch's."""
+    epochs = list_checkpoints(run_dir)
+    interrupt = interrupt_path(run_dir)
+    if interrupt.exists():
+        last_epoch = epochs[-1][0] if epochs else 0
+        if load(interrupt)["epoch"] >= last_epoch:
+            return interrupt
+    return epochs[-1][1] if epochs else None
+
+
 def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
     """(epoch, path) of every complete checkpoint of a run, by epoch."""
     folder = Path(run_dir) / CHECKPOINT_DIR

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -54,6 +55,34 @@ def parameter_checksum(model: torch.nn.Module) -> torch.Tensor:
     return total
 
 
+class StopRequest:
+    """Set by SIGUSR2 (Slurm's warning before a time limit or preemption) or SIGTERM.
+
+    The loop checks it after every optimizer step; all ranks agree on it
+    (any rank signalled stops every rank), then an interrupt checkpoint is
+    written at that exact step and the process exits so the job can be requeued.
+    """
+
+    SIGNALS = (signal.SIGUSR2, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.flag = False
+        self._previous = {s: signal.signal(s, self._set) for s in self.SIGNALS}
+
+    def _set(self, signum, frame) -> None:
+        self.flag = True
+
+    def agreed(self, accelerator: Accelerator) -> bool:
+        if accelerator.num_processes == 1:
+            return self.flag
+        flag = torch.tensor([float(self.flag)], device=accelerator.device)
+        return bool(accelerator.reduce(flag, "max").item() > 0)
+
+    def restore(self) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+
 def train(cfg: Config) -> None:
     run_dir = Path(cfg.run_dir)
     use_cpu = not torch.cuda.is_available()
@@ -76,16 +105,19 @@ def train(cfg: Config) -> None:
     steps_per_epoch = cfg.train.samples_per_epoch // (cfg.train.batch_size * world)
     scheduler = make_scheduler(optimizer, steps_per_epoch, cfg.train)
 
-    start_epoch, step = 0, 0
-    existing = checkpoint.list_checkpoints(run_dir)
-    if existing:
-        ckpt = checkpoint.load(existing[-1][1])
+    start_epoch, step, resume_batch, ckpt = 0, 0, 0, None
+    resume_from = checkpoint.resume_path(run_dir)
+    if resume_from is not None:
+        ckpt = checkpoint.load(resume_from)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
-        checkpoint.set_rng_state(ckpt["rng"])
         start_epoch, step = ckpt["epoch"], ckpt["step"]
-        accelerator.print(f"resuming {run_dir} after epoch {start_epoch} (step {step})")
+        resume_batch = ckpt.get("batch_in_epoch", 0)
+        checkpoint.set_rng_state(ckpt["rng"])
+        accelerator.print(f"resuming {run_dir} from {resume_from.name}: epoch {start_epoch}, "
+                          f"batch {resume_batch}, step {step}")
+    stop = StopRequest()
 
     model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.init_trackers("tb", config={"name": cfg.name})
@@ -98,7 +130,15 @@ def train(cfg: Config) -> None:
         rng = np.random.default_rng([cfg.train.seed, epoch, rank, 1])
         model.train()
         skipped, t0, seen = 0, time.time(), 0
-        for batch, _ in zip(loader, range(steps_per_epoch)):
+        batches = zip(loader, range(steps_per_epoch))
+        if epoch == start_epoch and resume_batch:
+            # Mid-epoch resume: replay the stream up to the interrupted batch (the data
+            # position), then restore every RNG as it was at that step.
+            for _ in zip(range(resume_batch), batches):
+                pass
+            rng.bit_generator.state = ckpt["click_rng"][rank]
+            checkpoint.set_rng_state(ckpt["rng"])
+        for batch_index, (batch, _) in enumerate(batches, start=resume_batch if epoch == start_epoch else 0):
             images = batch["image"].to(accelerator.device).float() / 255.0
             gt = batch["mask"].to(accelerator.device)
             skipped += int(batch["skipped"].sum())
@@ -117,6 +157,15 @@ def train(cfg: Config) -> None:
                 accelerator.log({"train/loss": loss.item(), "train/lr": optimizer.param_groups[0]["lr"],
                                  "train/iou": batch_iou(logits.detach(), gt),
                                  "train/samples_per_s": seen / (time.time() - t0)}, step=step)
+            if stop.agreed(accelerator):
+                save_interrupt(accelerator, model, optimizer, scheduler, cfg, epoch, batch_index + 1, step, rng)
+                accelerator.print(f"stop requested: interrupt checkpoint at epoch {epoch}, "
+                                  f"batch {batch_index + 1}, step {step}")
+                accelerator.end_training()
+                del model, optimizer
+                accelerator.free_memory()
+                stop.restore()
+                return
         skipped_all = int(accelerator.reduce(torch.tensor(skipped, device=accelerator.device), "sum"))
         accelerator.log({"train/skipped_samples": skipped_all, "train/epoch_seconds": time.time() - t0}, step=step)
         if writer is not None and cfg.train.num_vis:
@@ -130,6 +179,7 @@ def train(cfg: Config) -> None:
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "epoch": epoch + 1, "step": step, "rng": checkpoint.rng_state(), "config": to_dict(cfg),
             }, checkpoint.checkpoint_path(run_dir, epoch + 1))
+            checkpoint.interrupt_path(run_dir).unlink(missing_ok=True)
             write_state(run_dir, status="running", epoch=epoch + 1)
             accelerator.print(f"epoch {epoch + 1}/{cfg.train.epochs}: loss {loss.item():.4f}, "
                               f"{seen / (time.time() - t0):.1f} samples/s, skipped {skipped_all}")
@@ -143,6 +193,28 @@ def train(cfg: Config) -> None:
     # Free DDP objects before the process group goes away (avoids a gloo teardown abort).
     del model, optimizer
     accelerator.free_memory()
+    stop.restore()
+
+
+def save_interrupt(accelerator: Accelerator, model, optimizer, scheduler, cfg: Config, epoch: int,
+                   batch_in_epoch: int, step: int, rng: np.random.Generator) -> None:
+    """The exact training state after ``batch_in_epoch`` batches of ``epoch`` (0-based)."""
+    click_rng = [None] * accelerator.num_processes
+    if accelerator.num_processes > 1:
+        torch.distributed.all_gather_object(click_rng, rng.bit_generator.state)
+    else:
+        click_rng = [rng.bit_generator.state]
+    if accelerator.is_main_process:
+        run_dir = Path(cfg.run_dir)
+        checkpoint.atomic_save({
+            "format": "clickseg", "version": 1,
+            "model": accelerator.unwrap_model(model).state_dict(),
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "epoch": epoch, "batch_in_epoch": batch_in_epoch, "step": step, "rng": checkpoint.rng_state(),
+            "click_rng": click_rng, "config": to_dict(cfg),
+        }, checkpoint.interrupt_path(run_dir))
+        write_state(run_dir, status="interrupted", epoch=epoch, step=step)
+    accelerator.wait_for_everyone()
 
 
 def main(argv: list[str] | None = None) -> None:

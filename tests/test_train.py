@@ -60,9 +60,49 @@ def test_killed_training_resumes_and_matches_uninterrupted_run(builtin_dirs, tmp
 
     out = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert f"resuming {run_dir} after epoch {done[-1]}" in out.stdout + out.stderr
+    assert f"resuming {run_dir} from epoch_{done[-1]:04d}.pt: epoch {done[-1]}, batch 0" in out.stdout + out.stderr
     resumed, reference = _final_state(run_dir), _final_state(ref_dir)
     assert resumed["epoch"] == reference["epoch"] == 3 and resumed["step"] == reference["step"]
+    for key, value in reference["model"].items():
+        torch.testing.assert_close(resumed["model"][key], value, rtol=0, atol=0, msg=key)
+
+
+def test_stop_signal_mid_epoch_writes_interrupt_checkpoint_and_resumes_exactly(builtin_dirs, tmp_path, monkeypatch):
+    """SIGUSR2 (Slurm's warning before preemption or the time limit) in the middle of an epoch:
+    training stops after that step with an interrupt checkpoint and resumes at the same batch,
+    ending with weights identical to an uninterrupted run."""
+    import clickseg.train as train_module
+
+    extra = {"train.epochs": 2, "train.samples_per_epoch": 48, "clicks.mode": "multi"}
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    threads = torch.get_num_threads()
+    ref_dir, run_dir = tmp_path / "ref", tmp_path / "run"
+    try:
+        train(load_config(REPO / "configs" / "demo.yaml", tiny_overrides(builtin_dirs, ref_dir, **extra)))
+        real, calls = train_module.prepare_prompts, []
+
+        def signal_at_step_15(*args, **kwargs):  # 12 steps per epoch: step 15 is batch 3 of epoch 2
+            calls.append(1)
+            if len(calls) == 15:
+                os.kill(os.getpid(), signal.SIGUSR2)
+            return real(*args, **kwargs)
+
+        cfg = load_config(REPO / "configs" / "demo.yaml", tiny_overrides(builtin_dirs, run_dir, **extra))
+        monkeypatch.setattr(train_module, "prepare_prompts", signal_at_step_15)
+        train(cfg)
+        interrupt = checkpoint.load(checkpoint.interrupt_path(run_dir))
+        assert (interrupt["epoch"], interrupt["batch_in_epoch"], interrupt["step"]) == (1, 3, 15)
+        assert json.loads((run_dir / "train_state.json").read_text())["status"] == "interrupted"
+        assert [e for e, _ in checkpoint.list_checkpoints(run_dir)] == [1]
+        assert signal.getsignal(signal.SIGUSR2) is signal.SIG_DFL  # the handler is removed again
+
+        monkeypatch.setattr(train_module, "prepare_prompts", real)
+        train(cfg)
+    finally:
+        torch.set_num_threads(threads)
+    assert not checkpoint.interrupt_path(run_dir).exists()
+    resumed, reference = _final_state(run_dir), _final_state(ref_dir)
+    assert resumed["step"] == reference["step"] == 24
     for key, value in reference["model"].items():
         torch.testing.assert_close(resumed["model"][key], value, rtol=0, atol=0, msg=key)
 
