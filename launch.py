@@ -6,6 +6,7 @@
     python launch.py sweep configs/demo.yaml [key=value ...] # run or submit a grid of experiments
     python launch.py eval RUN_DIR [--follow]                 # evaluate every new checkpoint of a run
     python launch.py status [SWEEP_DIR]                      # where is my sweep
+    python launch.py cancel SWEEP_DIR                        # scancel all its jobs
     python launch.py report SWEEP_OR_RUN_DIRS... [--baseline EXP]
 """
 from __future__ import annotations
@@ -70,24 +71,30 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_status(args: argparse.Namespace) -> int:
-    import json
-    from clickseg.eval.evaluate import read_results
+def _latest_sweep(args: argparse.Namespace) -> Path | None:
+    if args.sweep:
+        return Path(args.sweep)
+    found = sorted(Path(args.root).glob("*/sweep.json"), key=lambda p: p.stat().st_mtime)
+    return found[-1].parent if found else None
 
-    sweeps = [Path(args.sweep)] if args.sweep else sorted(Path(args.root).glob("*/sweep.json"))[-1:]
-    if not sweeps:
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from jobs.status import format_status, sweep_rows
+
+    sweep = _latest_sweep(args)
+    if sweep is None:
         print(f"no sweep under {args.root}")
         return 1
-    sweep = sweeps[0].parent if sweeps[0].name == "sweep.json" else sweeps[0]
-    print(f"sweep {sweep}")
-    for run in _run_dirs([str(sweep)]):
-        state_file = run / "train_state.json"
-        state = json.loads(state_file.read_text()) if state_file.exists() else {"status": "pending"}
-        latest = {}
-        for r in read_results(run):
-            latest[r["dataset"]] = r["metrics"].get("mIoU@1")
-        scores = ", ".join(f"{d} {v:.4f}" for d, v in latest.items()) or "-"
-        print(f"  {run.name:40s} {state.get('status'):8s} epoch {state.get('epoch', 0):>3}  mIoU@1: {scores}")
+    rows = sweep_rows(sweep)
+    print(format_status(sweep, rows))
+    return 1 if any(r["state"] == "FAILED" for r in rows) else 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from jobs.status import cancel_sweep
+
+    ids = cancel_sweep(args.sweep)
+    print(f"cancelled {len(ids)} job(s) of {args.sweep}: {' '.join(ids)}")
     return 0
 
 
@@ -124,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("sweep", nargs="?")
     p.add_argument("--root", default="runs/sweeps")
     p.set_defaults(func=cmd_status)
+    p = sub.add_parser("cancel", help="cancel every job of a sweep")
+    p.add_argument("sweep")
+    p.set_defaults(func=cmd_cancel)
     p = sub.add_parser("builtin-data", help="generate the built-in datasets and convert them to shards")
     p.add_argument("--out", default="data/builtin")
     p.add_argument("--train-images", type=int, default=600)

@@ -137,6 +137,8 @@ class ExecutorConfig:
     cpus_per_task: int = 2
     mem_gb: int = 0
     array_parallelism: int = 16
+    max_requeues: int = 3
+    """How often a training job is requeued after Slurm's time-limit warning before it fails."""
     additional: dict[str, str] = field(default_factory=dict)
     """Extra sbatch options, e.g. ``{constraint: a100}``."""
 
@@ -309,6 +311,8 @@ def validate(cfg: Config) -> None:
     need(e.max_instances >= 0, "eval.max_instances", "must be >= 0")
     need(cfg.executor.type in EXECUTORS, "executor.type", f"one of {EXECUTORS}")
     need(cfg.executor.nodes >= 1, "executor.nodes", "must be >= 1")
+    need(cfg.executor.max_requeues >= 0, "executor.max_requeues", "must be >= 0")
+    need(cfg.executor.array_parallelism >= 1, "executor.array_parallelism", "must be >= 1")
     need(bool(cfg.name) and "/" not in cfg.name, "name", "must be a non-empty name without '/'")
 
 

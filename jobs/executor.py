@@ -16,7 +16,8 @@ def make_executor(cfg: ExecutorConfig, folder: str | Path, tasks_per_node: int =
     Slurm whenever ``srun`` is on PATH.
     """
     cluster = "local" if cfg.type == "local" else "slurm"
-    executor = submitit.AutoExecutor(folder=str(Path(folder) / "%j"), cluster=cluster)
+    executor = submitit.AutoExecutor(folder=str(Path(folder) / "%j"), cluster=cluster,
+                                     slurm_max_num_timeout=cfg.max_requeues)
     params = dict(name=name, timeout_min=cfg.time_min, cpus_per_task=cfg.cpus_per_task,
                   nodes=cfg.nodes, tasks_per_node=tasks_per_node)
     if cfg.type == "slurm":

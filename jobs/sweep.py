@@ -19,7 +19,7 @@ from typing import Any
 from clickseg.config import save_config
 from jobs.executor import make_executor
 from jobs.grid import Experiment, expand
-from jobs.tasks import eval_task, train_task
+from jobs.tasks import TrainJob, eval_task
 
 
 def code_version() -> dict[str, Any]:
@@ -67,7 +67,8 @@ def submit_slurm(sweep_dir: Path, experiments: list[Experiment]) -> dict[str, An
     cfg = experiments[0].config
     runs = [e.config.run_dir for e in experiments]
     train_ex = make_executor(cfg.executor, sweep_dir / "submitit", name=f"train-{sweep_dir.name}")
-    train_jobs = train_ex.map_array(train_task, runs)
+    with train_ex.batch():  # one sbatch array of Checkpointable jobs: requeued on Slurm's USR2
+        train_jobs = [train_ex.submit(TrainJob(run)) for run in runs]
     eval_cfg = cfg.executor.__class__(**{**cfg.executor.__dict__, "gpus_per_node": min(1, cfg.executor.gpus_per_node),
                                         "nodes": 1})
     eval_ex = make_executor(eval_cfg, sweep_dir / "submitit", name=f"eval-{sweep_dir.name}")
@@ -91,8 +92,9 @@ def run_local(sweep_dir: Path, experiments: list[Experiment], poll_s: float = 2.
         n_train = sum(1 for kind, _ in running if kind.startswith("train"))
         while pending and n_train < max(1, cfg.executor.array_parallelism):
             exp = pending.pop(0)
-            for kind, fn in (("train", train_task), ("eval", eval_task)):
-                job = executor.submit(fn, exp.config.run_dir)
+            for kind, job_args in (("train", (TrainJob(exp.config.run_dir),)),
+                                   ("eval", (eval_task, exp.config.run_dir))):
+                job = executor.submit(*job_args)
                 running.append((f"{kind}:{exp.name}", job))
                 index["jobs"].setdefault(exp.name, {})[kind] = job.job_id
             n_train += 1

@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
+
+import submitit
 
 from clickseg.config import load_config
 
@@ -42,7 +45,53 @@ def _mark_failed(run_dir: Path, message: str) -> None:
     os.replace(tmp, state)
 
 
-def train_task(run_dir: str) -> str:
+class TrainJob(submitit.helpers.Checkpointable):
+    """A requeueable training job: ``TrainJob(run_dir)()`` trains through accelerate.
+
+    On Slurm's warning signal (USR2, before a time limit or on preemption)
+    submitit calls :meth:`checkpoint`: the training processes are told to stop
+    (they write an interrupt checkpoint at the current step and exit), and a
+    fresh ``TrainJob`` for the same run is requeued; it resumes from that
+    checkpoint. A training that fails with an error raises, so the job ends
+    FAILED and is not requeued.
+    """
+
+    STOP_TIMEOUT_S = 60.0
+
+    def __init__(self, run_dir: str) -> None:
+        self.run_dir = str(run_dir)
+        self._proc: subprocess.Popen | None = None
+
+    def __getstate__(self) -> dict:
+        return {"run_dir": self.run_dir}
+
+    def __setstate__(self, state: dict) -> None:
+        self.run_dir, self._proc = state["run_dir"], None
+
+    def __call__(self) -> str:
+        return train_task(self.run_dir, job=self)
+
+    def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            try:  # the launcher ignores USR2; the training processes in its group save and exit
+                os.killpg(proc.pid, signal.SIGUSR2)
+            except ProcessLookupError:
+                pass
+            try:
+                proc.wait(timeout=self.STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                pass
+        return submitit.helpers.DelayedSubmission(TrainJob(self.run_dir))
+
+
+def _ignore_usr2() -> None:
+    """In the accelerate launcher: ignore USR2 (inherited by the training processes, which
+    install their own handler), so Slurm's signal stops training cleanly instead of killing it."""
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+
+
+def train_task(run_dir: str, job: TrainJob | None = None) -> str:
     """Train one experiment (resuming from its last checkpoint) through accelerate."""
     import torch
 
@@ -67,7 +116,11 @@ def train_task(run_dir: str) -> str:
     with open(log_path, "a") as log:
         log.write(f"$ {' '.join(cmd)}\n")
         log.flush()
-        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=os.getcwd())
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=os.getcwd(),
+                                start_new_session=True, preexec_fn=_ignore_usr2)
+        if job is not None:
+            job._proc = proc
+        proc.wait()
     if proc.returncode != 0:
         tail = log_path.read_text()[-4000:]
         if rank == 0:

@@ -1,0 +1,158 @@
+"""Orchestration against a real single-node Slurm (``jobs/cluster/local_slurm.sh``).
+
+The cluster is installed and started by the fixture (root and apt-get needed;
+the tests skip, saying why, only where that is impossible). Every wait is
+bounded: without accounting a submitit result can block forever.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from builtin_data import tiny_overrides
+from clickseg import checkpoint
+from jobs.status import sweep_rows
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "jobs" / "cluster" / "local_slurm.sh"
+SLURM = ["executor.type=slurm", "executor.partition=debug", "executor.time_min=20", "executor.cpus_per_task=1",
+         "executor.gpus_per_node=0", "executor.mem_gb=0", "executor.array_parallelism=2"]
+
+
+@pytest.fixture(scope="module")
+def slurm():
+    if os.geteuid() != 0:
+        pytest.skip("the local Slurm cluster needs root to install and start its daemons")
+    if shutil.which("sbatch") is None and shutil.which("apt-get") is None:
+        pytest.skip("Slurm is not installed and apt-get is not available to install it")
+    out = subprocess.run(["bash", str(SCRIPT), "up"], capture_output=True, text=True, timeout=600)
+    if out.returncode != 0:
+        pytest.skip(f"the local Slurm cluster could not be started: {out.stderr[-1500:]}")
+    yield
+
+
+def _grid(tmp_path: Path, builtin_dirs, grid: dict, **extra) -> Path:
+    data = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())
+    data["grid"] = grid
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _sweep(tmp_path, builtin_dirs, grid, *extra) -> tuple[Path, float, str]:
+    grid_file = _grid(tmp_path, builtin_dirs, grid)
+    overrides = [o for o in tiny_overrides(builtin_dirs, tmp_path / "unused")
+                 if not o.startswith(("run_dir", "name"))]
+    cmd = [sys.executable, str(REPO / "launch.py"), "sweep", str(grid_file), *overrides, *SLURM, *extra,
+           "--root", str(tmp_path / "sweeps")]
+    t0 = time.time()
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=REPO)
+    elapsed = time.time() - t0
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    (sweep_dir,) = (tmp_path / "sweeps").iterdir()
+    return sweep_dir, elapsed, out.stdout
+
+
+def _wait(predicate, timeout_s: float, what: str, poll_s: float = 2.0):
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(poll_s)
+    queue = subprocess.run(["squeue"], capture_output=True, text=True).stdout
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}; squeue:\n{queue}")
+
+
+def _queue_ids() -> set[str]:
+    out = subprocess.run(["squeue", "-h", "-r", "-o", "%i"], capture_output=True, text=True, timeout=60)
+    return set(out.stdout.split())
+
+
+def _all_ended(sweep_dir: Path):
+    rows = sweep_rows(sweep_dir)
+    ids = {str(r["train_job"]) for r in rows} | {str(r["eval_job"]) for r in rows}
+    return rows if not ids & _queue_ids() else None
+
+
+def test_grid_is_one_job_array_that_trains_and_evaluates_every_epoch(slurm, builtin_dirs, tmp_path):
+    sweep_dir, elapsed, stdout = _sweep(tmp_path, builtin_dirs, {"clicks.mode": ["single_pos", "single_any"]})
+    index = json.loads((sweep_dir / "sweep.json").read_text())
+    train_ids = index["jobs"]["train"]
+    assert len(train_ids) == 2 and len({j.split("_")[0] for j in train_ids}) == 1, train_ids  # ONE array
+    assert sorted(j.split("_")[1] for j in train_ids) == ["0", "1"]
+    assert "launch.py status" in stdout
+    assert elapsed < 30, elapsed  # returns at once, training runs in the queue
+    rows = _wait(lambda: _all_ended(sweep_dir), 600, "the sweep's jobs to end")
+    assert [r["state"] for r in rows] == ["COMPLETED", "COMPLETED"], rows
+    for exp in index["experiments"]:
+        results = [json.loads(l) for l in (Path(exp["run_dir"]) / "results.jsonl").read_text().splitlines()]
+        assert sorted(r["epoch"] for r in results if r["protocol"] == "center") == [1, 2]
+    status = subprocess.run([sys.executable, str(REPO / "launch.py"), "status", str(sweep_dir)],
+                            capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert status.returncode == 0 and status.stdout.count("COMPLETED") == 2, status.stdout
+
+
+def test_preempted_two_process_training_is_requeued_and_ends_as_if_uninterrupted(slurm, builtin_dirs, tmp_path):
+    from jobs.tasks import train_task
+
+    extra = ["train.num_processes=2", "executor.cpus_per_task=2", "train.epochs=2", "train.samples_per_epoch=96",
+             "clicks.mode=multi"]
+    sweep_dir, _, _ = _sweep(tmp_path, builtin_dirs, {"model.input_size": [224]}, *extra)
+    index = json.loads((sweep_dir / "sweep.json").read_text())
+    (job_id,), run_dir = index["jobs"]["train"], Path(index["experiments"][0]["run_dir"])
+    subprocess.run(["scancel", *index["jobs"]["eval"]], check=True, timeout=60)  # training only, here
+    _wait(lambda: checkpoint.list_checkpoints(run_dir), 300, "the first epoch checkpoint", poll_s=0.2)
+    subprocess.run(["scancel", "--signal=USR2", job_id], check=True, timeout=60)  # what preemption sends
+    _wait(lambda: checkpoint.interrupt_path(run_dir).exists() or not _queue_ids() & {job_id}, 120,
+          "the interrupt checkpoint", poll_s=0.2)
+    state = _wait(lambda: (json.loads((run_dir / "train_state.json").read_text())
+                           if job_id not in _queue_ids() else None), 600, "the requeued job to end")
+    assert state["status"] == "done", state
+    assert len(set(state["rank_param_checksums"])) == 1, state  # 2 ranks, identical parameters
+    log = (run_dir / "train_node0.log").read_text()
+    assert log.count("--num_processes 2") == 2, "the job ran once, was requeued, and ran again"
+    assert "stop requested: interrupt checkpoint" in log and "from interrupt.pt" in log, log[-3000:]
+    submitit_log = (sweep_dir / "submitit" / job_id / f"{job_id}_0_log.err").read_text()
+    assert "DUE TO JOB REQUEUE" in submitit_log, submitit_log
+
+    ref_dir = tmp_path / "reference"
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    cfg["run_dir"] = str(ref_dir)
+    ref_dir.mkdir()
+    (ref_dir / "config.yaml").write_text(yaml.safe_dump(cfg))
+    train_task(str(ref_dir))  # the same 2-process accelerate launch, uninterrupted, outside Slurm
+    resumed = checkpoint.load(checkpoint.list_checkpoints(run_dir)[-1][1])
+    reference = checkpoint.load(checkpoint.list_checkpoints(ref_dir)[-1][1])
+    assert resumed["step"] == reference["step"]
+    for key, value in reference["model"].items():
+        torch.testing.assert_close(resumed["model"][key], value, rtol=0, atol=0, msg=key)
+
+
+def test_failing_job_shows_as_failed_with_its_error(slurm, builtin_dirs, tmp_path):
+    sweep_dir, _, _ = _sweep(tmp_path, builtin_dirs, {"model.input_size": [224]},
+                             f"data.train={tmp_path / 'no-such-shards'}")
+    rows = _wait(lambda: _all_ended(sweep_dir), 300, "the failing job to end")
+    assert rows[0]["state"] == "FAILED", rows
+    status = subprocess.run([sys.executable, str(REPO / "launch.py"), "status", str(sweep_dir)],
+                            capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert status.returncode == 1 and "FAILED" in status.stdout
+    assert "no-such-shards" in status.stdout, status.stdout  # the tail of the error names the problem
+
+
+def test_invalid_grid_is_refused_before_any_submission(slurm, tmp_path):
+    before = _queue_ids()
+    grid_file = tmp_path / "grid.yaml"
+    grid_file.write_text("model: {arch: tiny}\nexecutor: {type: slurm}\ngrid:\n  model.input_size: [224, 230]\n")
+    out = subprocess.run([sys.executable, str(REPO / "launch.py"), "sweep", str(grid_file),
+                          "--root", str(tmp_path / "sweeps")], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert out.returncode == 2 and "model.input_size" in out.stderr, out.stderr
+    assert not (tmp_path / "sweeps").exists()
+    assert _queue_ids() == before
