@@ -19,7 +19,6 @@ from clickseg.config import ConfigError
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from clickseg.report import write_report
     from jobs.sweep import create_sweep, run_local, submit_slurm, write_index, read_index
 
     sweep_dir, experiments = create_sweep(args.grid, args.overrides, args.root)
@@ -33,6 +32,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         write_index(sweep_dir, index)
         print(f"submitted; follow with: python launch.py status {sweep_dir}")
         return 0
+    from clickseg.report import write_report  # imports torch: only where results are tabulated here
+
     errors = run_local(sweep_dir, experiments)
     md = write_report(sweep_dir, [e.config.run_dir for e in experiments])
     print(f"\nmIoU@1 per experiment, epoch and dataset ({sweep_dir}/report.md, report.csv, miou.png):\n")

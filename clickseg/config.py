@@ -20,6 +20,8 @@ from typing import Any, Optional
 
 import yaml
 
+from clickseg.architectures import ARCHITECTURES
+
 LR_SCHEDULES = ("multistep", "cosine")
 CLICK_MODES = ("multi", "single_pos", "single_any")
 EXECUTORS = ("local", "slurm")
@@ -35,7 +37,7 @@ class ConfigError(ValueError):
 @dataclass
 class ModelConfig:
     arch: str = "vit_base_sax2"
-    """Named architecture from ``clickseg.model.build.ARCHITECTURES``."""
+    """Named architecture from ``clickseg.architectures.ARCHITECTURES``."""
     input_size: int = 1024
     """Side T of the square model input; images are resized to T x T."""
     pretrained: Optional[str] = None
@@ -269,7 +271,6 @@ def window_layout(input_size: int) -> tuple[int, int]:
 
 def validate(cfg: Config) -> None:
     """Check values that types alone cannot; raise ConfigError naming the key."""
-    from clickseg.model.build import ARCHITECTURES  # local import: the model module imports torch
 
     def need(ok: bool, key: str, msg: str) -> None:
         if not ok:

@@ -8,14 +8,8 @@ from torch import nn
 from timm.layers import PatchEmbed
 from timm.models.vision_transformer import Block
 
+from clickseg.architectures import is_global_block
 from clickseg.config import window_layout
-
-
-def is_global_block(index: int, depth: int, global_atten_freq: int) -> bool:
-    """Whether 1-based block ``index`` attends globally (else within windows)."""
-    if global_atten_freq <= 1:
-        return True
-    return index % global_atten_freq == 0 or index == depth
 
 
 class ImageEncoder(nn.Module):

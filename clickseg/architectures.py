@@ -1,0 +1,41 @@
+"""Named SegNext sizes: plain data with no torch import, so configs validate in milliseconds
+(``launch.py sweep`` checks every grid point before submitting)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+def is_global_block(index: int, depth: int, global_atten_freq: int) -> bool:
+    """Whether 1-based block ``index`` attends globally (else within windows)."""
+    if global_atten_freq <= 1:
+        return True
+    return index % global_atten_freq == 0 or index == depth
+
+
+@dataclass(frozen=True)
+class Architecture:
+    embed_dim: int
+    depth: int
+    num_heads: int
+    global_atten_freq: int
+    fusion_depth: int
+    neck_dims: tuple[int, int, int, int]
+    head_channels: int
+    mlp_ratio: float = 4.0
+    norm_radius: int = 5
+
+    @property
+    def uses_windows(self) -> bool:
+        return not all(is_global_block(i, self.depth, self.global_atten_freq) for i in range(1, self.depth + 1))
+
+
+ARCHITECTURES: dict[str, Architecture] = {
+    # SegNext's released models (ViT-B MAE backbone, 2 or 1 fusion blocks).
+    "vit_base_sax2": Architecture(768, 12, 12, 3, 2, (128, 256, 512, 1024), 256),
+    "vit_base_sax1": Architecture(768, 12, 12, 3, 1, (128, 256, 512, 1024), 256),
+    "vit_large_sax2": Architecture(1024, 24, 16, 6, 2, (128, 256, 512, 1024), 256),
+    # Small enough to train on a laptop CPU; same code paths (windows, fusion, neck, head).
+    "tiny": Architecture(128, 4, 4, 2, 1, (32, 64, 128, 128), 64),
+    # The same with global attention in every block: valid at any multiple of 16 (e.g. 128, 160).
+    "tiny_global": Architecture(128, 4, 4, 1, 1, (32, 64, 128, 128), 64),
+}
