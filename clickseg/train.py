@@ -138,6 +138,7 @@ def train(cfg: Config) -> None:
                 pass
             rng.bit_generator.state = ckpt["click_rng"][rank]
             checkpoint.set_rng_state(ckpt["rng"])
+        stopped = True
         for batch_index, (batch, _) in enumerate(batches, start=resume_batch if epoch == start_epoch else 0):
             images = batch["image"].to(accelerator.device).float() / 255.0
             gt = batch["mask"].to(accelerator.device)
@@ -157,15 +158,16 @@ def train(cfg: Config) -> None:
                 accelerator.log({"train/loss": loss.item(), "train/lr": optimizer.param_groups[0]["lr"],
                                  "train/iou": batch_iou(logits.detach(), gt),
                                  "train/samples_per_s": seen / (time.time() - t0)}, step=step)
-            if stop.agreed(accelerator):
+            # On the epoch's last batch the epoch checkpoint follows at once; stop after it instead.
+            if batch_index + 1 < steps_per_epoch and stop.agreed(accelerator):
                 save_interrupt(accelerator, model, optimizer, scheduler, cfg, epoch, batch_index + 1, step, rng)
                 accelerator.print(f"stop requested: interrupt checkpoint at epoch {epoch}, "
                                   f"batch {batch_index + 1}, step {step}")
-                accelerator.end_training()
-                del model, optimizer
-                accelerator.free_memory()
-                stop.restore()
-                return
+                break
+        else:
+            stopped = False
+        if stopped:
+            break
         skipped_all = int(accelerator.reduce(torch.tensor(skipped, device=accelerator.device), "sum"))
         accelerator.log({"train/skipped_samples": skipped_all, "train/epoch_seconds": time.time() - t0}, step=step)
         if writer is not None and cfg.train.num_vis:
@@ -184,11 +186,20 @@ def train(cfg: Config) -> None:
             accelerator.print(f"epoch {epoch + 1}/{cfg.train.epochs}: loss {loss.item():.4f}, "
                               f"{seen / (time.time() - t0):.1f} samples/s, skipped {skipped_all}")
         accelerator.wait_for_everyone()
+        if epoch + 1 < cfg.train.epochs and stop.agreed(accelerator):
+            if accelerator.is_main_process:
+                write_state(run_dir, status="interrupted", epoch=epoch + 1, step=step)
+            accelerator.print(f"stop requested: stopping after the checkpoint of epoch {epoch + 1}")
+            stopped = True
+            break
+    else:
+        stopped = False
 
-    checksums = accelerator.gather(parameter_checksum(model).to(accelerator.device)).tolist()
-    if accelerator.is_main_process:
-        # One checksum per rank: DDP keeps them identical; a difference means the ranks diverged.
-        write_state(run_dir, status="done", epoch=cfg.train.epochs, step=step, rank_param_checksums=checksums)
+    if not stopped:
+        checksums = accelerator.gather(parameter_checksum(model).to(accelerator.device)).tolist()
+        if accelerator.is_main_process:
+            # One checksum per rank: DDP keeps them identical; a difference means the ranks diverged.
+            write_state(run_dir, status="done", epoch=cfg.train.epochs, step=step, rank_param_checksums=checksums)
     accelerator.end_training()
     # Free DDP objects before the process group goes away (avoids a gloo teardown abort).
     del model, optimizer

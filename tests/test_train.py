@@ -107,6 +107,31 @@ def test_stop_signal_mid_epoch_writes_interrupt_checkpoint_and_resumes_exactly(b
         torch.testing.assert_close(resumed["model"][key], value, rtol=0, atol=0, msg=key)
 
 
+def test_stop_signal_on_the_last_batch_of_an_epoch_stops_after_its_checkpoint(builtin_dirs, tmp_path, monkeypatch):
+    import clickseg.train as train_module
+
+    extra = {"train.epochs": 3, "train.samples_per_epoch": 16, "clicks.mode": "single_pos"}
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    real, calls = train_module.prepare_prompts, []
+
+    def signal_at_step_4(*args, **kwargs):  # 4 steps per epoch: the last batch of epoch 1
+        calls.append(1)
+        if len(calls) == 4:
+            os.kill(os.getpid(), signal.SIGUSR2)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "prepare_prompts", signal_at_step_4)
+    threads = torch.get_num_threads()
+    try:
+        train(load_config(REPO / "configs" / "demo.yaml", tiny_overrides(builtin_dirs, tmp_path / "run", **extra)))
+    finally:
+        torch.set_num_threads(threads)
+    assert [e for e, _ in checkpoint.list_checkpoints(tmp_path / "run")] == [1]
+    assert not checkpoint.interrupt_path(tmp_path / "run").exists()
+    state = json.loads((tmp_path / "run" / "train_state.json").read_text())
+    assert (state["status"], state["epoch"], state["step"]) == ("interrupted", 1, 4)
+
+
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     path = tmp_path / "checkpoints" / "epoch_0002.pt"
     checkpoint.atomic_save({"w": torch.ones(3)}, path)
