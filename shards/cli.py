@@ -2,6 +2,7 @@
 
     launch.py shard cocolvis --root DIR --out DIR [--split train|val]
     launch.py shard davis    --root DIR --out DIR
+    launch.py shard hqseg44k --root DIR --out DIR [--split train|val] [--subsets NAME ...]
     launch.py shard folder   (--images DIR --masks DIR | --root DIR) --out DIR
     launch.py shard synth    --out DIR [--train-images N] [--eval-images M] [--seed S] [--size PX]
 
@@ -36,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     for fmt, help_text in (
         ("cocolvis", "COCO+LVIS (RITM layout: <root>/<split>/images, masks, hannotation.pickle)"),
         ("davis", "DAVIS layout: <root>/img/*.jpg, <root>/gt/*.png"),
+        ("hqseg44k", "HQSeg-44K: every subset of the split (DIS5K, ThinObject5K, COIFT, HRSOD, cascade_psp)"),
         ("folder", "any image folder + mask folder paired by file stem"),
     ):
         p = sub.add_parser(fmt, help=help_text, description=help_text)
@@ -45,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--masks", type=Path, help="masks folder (default <root>/gt)")
         p.add_argument("--out", type=Path, required=True, help="output folder for shards and manifest.json")
         p.add_argument("--split", choices=("train", "val"), default="train" if fmt == "cocolvis" else "val")
+        if fmt == "hqseg44k":
+            p.add_argument("--subsets", nargs="+", default=(), metavar="NAME",
+                           help="only these subsets of the split (default: all of them)")
         p.add_argument("--samples-per-shard", type=int, default=1000)
         p.add_argument("--workers", type=int, default=_default_workers(), help="processes (0 or 1: in-process)")
         p.add_argument("--max-skip-fraction", type=float, default=0.1, help="fail if more items than this are skipped")
@@ -79,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_skip_fraction=args.max_skip_fraction,
             samples_per_shard=args.samples_per_shard,
         )
-    except (ConversionError, FileNotFoundError) as e:
+    except (ConversionError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0
@@ -87,10 +92,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _converter(args: argparse.Namespace) -> "Converter":
     from .cocolvis import CocoLvisConverter
-    from .folder import FolderConverter
+    from .folder import FolderConverter, HQSeg44kConverter
 
     if args.command == "cocolvis":
         return CocoLvisConverter(root=args.root, split=args.split)
+    if args.command == "hqseg44k":
+        return HQSeg44kConverter(root=args.root, split=args.split, subsets=tuple(args.subsets))
     if args.command == "folder" and (args.images or args.masks):
         if not (args.images and args.masks):
             _parser().error("folder: give both --images and --masks (or --root with img/ and gt/)")

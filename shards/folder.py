@@ -19,7 +19,7 @@ import numpy as np
 
 from .writer import Converter, SkipItem, SourceSample, load_image
 
-__all__ = ["FolderConverter", "davis_converter"]
+__all__ = ["FolderConverter", "HQSeg44kConverter", "HQSEG44K_SUBSETS", "davis_converter"]
 
 # Preference order when several files share a stem.
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -106,3 +106,63 @@ def davis_converter(root: str | os.PathLike[str], split: str = "val") -> FolderC
     """DAVIS layout: ``<root>/img/<name>.jpg`` with ``<root>/gt/<name>.png``."""
     root = Path(root)
     return FolderConverter(images=root / "img", masks=root / "gt", root=root, split=split, format="davis")
+
+
+# HQSeg-44K subsets: (split, name, images folder, masks folder) relative to the dataset root.
+HQSEG44K_SUBSETS: tuple[tuple[str, str, str, str], ...] = (
+    ("val", "DIS5K-VD", "DIS5K/DIS-VD/im", "DIS5K/DIS-VD/gt"),
+    ("val", "ThinObject5k-TE", "thin_object_detection/ThinObject5K/images_test",
+     "thin_object_detection/ThinObject5K/masks_test"),
+    ("val", "COIFT", "thin_object_detection/COIFT/images", "thin_object_detection/COIFT/masks"),
+    ("val", "HRSOD", "thin_object_detection/HRSOD/images", "thin_object_detection/HRSOD/masks_max255"),
+    ("train", "DIS5K-TR", "DIS5K/DIS-TR/im", "DIS5K/DIS-TR/gt"),
+    ("train", "ThinObject5k-TR", "thin_object_detection/ThinObject5K/images_train",
+     "thin_object_detection/ThinObject5K/masks_train"),
+    ("train", "FSS", "cascade_psp/fss_all", "cascade_psp/fss_all"),
+    ("train", "DUTS-TR", "cascade_psp/DUTS-TR", "cascade_psp/DUTS-TR"),
+    ("train", "DUTS-TE", "cascade_psp/DUTS-TE", "cascade_psp/DUTS-TE"),
+    ("train", "ECSSD", "cascade_psp/ecssd", "cascade_psp/ecssd"),
+    ("train", "MSRA10K", "cascade_psp/MSRA_10K", "cascade_psp/MSRA_10K"),
+)
+
+
+@dataclass
+class HQSeg44kConverter(FolderConverter):
+    """HQSeg-44K: every subset of ``split`` (or the named ``subsets``), in table order, under one root.
+
+    Each subset is an image folder + mask folder pair read exactly as :class:`FolderConverter`
+    reads one; sample sources are relative to the HQSeg-44K root, so they name the subset.
+    """
+
+    images: Path | None = None
+    masks: Path | None = None
+    format: str = "hqseg44k"
+    subsets: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.root is None:
+            raise ValueError("hqseg44k: the dataset root is required")
+        self.root = Path(self.root)
+        self.checksum_sources = self.split == "val"  # 44k training files: counts and sizes only
+        known = [s for s in HQSEG44K_SUBSETS if s[0] == self.split]
+        names = [s[1] for s in known]
+        unknown = sorted(set(self.subsets) - set(names))
+        if unknown:
+            raise ValueError(f"hqseg44k: unknown {self.split} subset(s) {unknown}; known: {names}")
+        self.subsets = tuple(n for n in names if not self.subsets or n in self.subsets)
+        for _split, name, images, masks in known:
+            if name in self.subsets:
+                for d in (self.root / images, self.root / masks):
+                    if not d.is_dir():
+                        raise FileNotFoundError(f"hqseg44k: folder {d} of subset {name} does not exist")
+
+    def list_items(self) -> list[Item]:
+        items: list[Item] = []
+        for _split, name, images, masks in HQSEG44K_SUBSETS:
+            if _split == self.split and name in self.subsets:
+                part = FolderConverter(images=self.root / images, masks=self.root / masks, root=self.root)
+                items += part.list_items()
+        return items
+
+    def options(self) -> dict:
+        return {"subsets": list(self.subsets)}

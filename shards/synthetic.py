@@ -20,7 +20,7 @@ import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
+from typing import Sequence, Union
 
 import cv2
 import numpy as np
@@ -29,7 +29,7 @@ __all__ = ["Scene", "make_scene", "write_cocolvis", "write_davis"]
 
 Size = Union[int, tuple[int, int], tuple[tuple[int, int], tuple[int, int]]]
 _JPEG = [cv2.IMWRITE_JPEG_QUALITY, 90]
-_COCOLVIS, _DAVIS = 1, 2  # dataset tags in the per-image seed
+_COCOLVIS, _DAVIS, _HQSEG = 1, 2, 3  # dataset tags in the per-image seed
 
 
 @dataclass
@@ -272,18 +272,17 @@ def write_cocolvis(
     return ids
 
 
-def write_davis(root: str | os.PathLike[str], n_images: int, seed: int = 0, size: Size = 256) -> list[str]:
-    """Write ``<root>/img/<name>.jpg`` and ``<root>/gt/<name>.png`` (one object each); return the names.
+def _write_object_pairs(images: Path, masks: Path, names: list[str], seed: Sequence[int], size: Size,
+                        soft_edges: bool = True) -> None:
+    """One foreground object per image: ``images/<name>.jpg`` with a 3-channel ``masks/<name>.png``.
 
-    Masks are 3-channel; every other image has soft edges (values 1..254 on
-    the border, 255 inside). Up to two unannotated distractors lie behind the object.
+    With ``soft_edges`` every other mask is anti-aliased (1..254 on the border, 255 inside).
+    Up to two unannotated distractors lie behind the object.
     """
-    root = Path(root)
-    (root / "img").mkdir(parents=True, exist_ok=True)
-    (root / "gt").mkdir(parents=True, exist_ok=True)
-    names = []
-    for i in range(n_images):
-        rng = np.random.default_rng([seed, _DAVIS, i])
+    images.mkdir(parents=True, exist_ok=True)
+    masks.mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate(names):
+        rng = np.random.default_rng([*seed, i])
         h, w = _pick_size(rng, size)
         scene = make_scene(rng, h, w, int(rng.integers(1, 4)), with_stuff=False, with_parts=False, radius=(0.15, 0.35))
         for _ in range(10):  # the target is the last drawn object that is still visible
@@ -291,10 +290,42 @@ def write_davis(root: str | os.PathLike[str], n_images: int, seed: int = 0, size
                 break
             scene = make_scene(rng, h, w, 1, with_stuff=False, with_parts=False, radius=(0.15, 0.35))
         mask = scene.masks[-1].astype(np.uint8) * 255 if scene.masks else np.zeros((h, w), np.uint8)
-        if i % 2 == 1:  # anti-aliased border: 1..254 around the edge, 255 inside
+        if soft_edges and i % 2 == 1:
             mask = np.clip(np.round(cv2.GaussianBlur(mask.astype(np.float32), (5, 5), 0.8)), 0, 255).astype(np.uint8)
-        name = f"synth_{i:04d}"
-        (root / "img" / f"{name}.jpg").write_bytes(_jpeg(scene.image))
-        (root / "gt" / f"{name}.png").write_bytes(cv2.imencode(".png", np.repeat(mask[..., None], 3, axis=2))[1].tobytes())
-        names.append(name)
+        (images / f"{name}.jpg").write_bytes(_jpeg(scene.image))
+        (masks / f"{name}.png").write_bytes(cv2.imencode(".png", np.repeat(mask[..., None], 3, axis=2))[1].tobytes())
+
+
+def write_davis(root: str | os.PathLike[str], n_images: int, seed: int = 0, size: Size = 256) -> list[str]:
+    """Write ``<root>/img/<name>.jpg`` and ``<root>/gt/<name>.png`` (one object each); return the names.
+
+    Masks are 3-channel; every other image has soft edges (values 1..254 on
+    the border, 255 inside). Up to two unannotated distractors lie behind the object.
+    """
+    root = Path(root)
+    names = [f"synth_{i:04d}" for i in range(n_images)]
+    _write_object_pairs(root / "img", root / "gt", names, (seed, _DAVIS), size)
     return names
+
+
+def write_hqseg44k(root: str | os.PathLike[str], n_per_subset: int, split: str = "val", seed: int = 0,
+                   size: Size = 256) -> dict[str, list[str]]:
+    """Write every HQSeg-44K subset of ``split`` in its folder layout; return {subset: names}.
+
+    DIS5K names carry ``#`` and the others spaces and dots, as real file names do; the
+    cascade_psp subsets keep images and masks in one folder.
+    """
+    from .folder import HQSEG44K_SUBSETS
+
+    root = Path(root)
+    out = {}
+    for k, (subset_split, name, images, masks) in enumerate(HQSEG44K_SUBSETS):
+        if subset_split != split:
+            continue
+        if name.startswith("DIS5K"):
+            names = [f"{i + 1}#Accessories#{i + 1}#Bag#{i:04d}" for i in range(n_per_subset)]
+        else:
+            names = [f"{name} img.{i:04d}" for i in range(n_per_subset)]
+        _write_object_pairs(root / images, root / masks, names, (seed, _HQSEG, k), size)
+        out[name] = names
+    return out

@@ -24,9 +24,9 @@ import shards
 from shards import safe_pickle
 from shards.cli import main
 from shards.cocolvis import CocoLvisConverter
-from shards.folder import FolderConverter, davis_converter
+from shards.folder import HQSEG44K_SUBSETS, FolderConverter, HQSeg44kConverter, davis_converter
 from shards.format import encode_sample, iter_shard, pack_layers
-from shards.synthetic import write_cocolvis, write_davis
+from shards.synthetic import write_cocolvis, write_davis, write_hqseg44k
 from shards.writer import convert
 
 
@@ -130,6 +130,48 @@ def test_davis_round_trip(davis_src: Path, tmp_path: Path) -> None:
     assert manifest["source"]["sha256"] == {p.relative_to(davis_src).as_posix(): _sha(p) for p in files}
     assert manifest["source"]["files"] == len(files) == 18
     assert (manifest["format"], manifest["split"], len(manifest["shards"])) == ("davis", "val", 3)
+
+
+
+@pytest.mark.parametrize("split", ["val", "train"])
+def test_hqseg44k_round_trip(tmp_path: Path, split: str) -> None:
+    root = tmp_path / "HQSeg-44K"
+    written = write_hqseg44k(root, 2, split=split, seed=3, size=40)
+    subsets = [s for s in HQSEG44K_SUBSETS if s[0] == split]
+    assert list(written) == [s[1] for s in subsets]
+    manifest = _convert(HQSeg44kConverter(root=root, split=split), tmp_path / "out", samples_per_shard=3)
+    samples = list(shards.open_dataset(tmp_path / "out"))
+    expected = [f"{images}/{n}.jpg" for _s, name, images, _m in subsets for n in sorted(written[name])]
+    assert [s.source for s in samples] == expected  # subset table order, then file order; '#', spaces, dots kept
+    for sample, (_s, name, images, masks) in zip(samples, [s for s in subsets for _ in range(2)]):
+        stem = Path(sample.source).name[: -len(".jpg")]
+        gt = cv2.imread(str(root / masks / f"{stem}.png"), cv2.IMREAD_UNCHANGED)
+        assert np.array_equal(sample.image, _rgb(root / images / f"{stem}.jpg"))
+        assert [o.id for o in sample.objects] == [1]
+        assert np.array_equal(sample.objects[0].mask, (gt > 0).any(axis=2))  # soft edges count as object
+    assert (manifest["format"], manifest["split"], manifest["options"]["subsets"]) == ("hqseg44k", split, list(written))
+    assert (manifest["totals"]["images"], manifest["totals"]["instances"]) == (2 * len(subsets), 2 * len(subsets))
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    if split == "val":  # evaluation set: every source file's sha256
+        assert manifest["source"]["sha256"] == {p.relative_to(root).as_posix(): _sha(p) for p in files}
+    else:
+        assert "sha256" not in manifest["source"] and manifest["source"]["files"] == len(files)
+
+
+def test_hqseg44k_subsets_and_missing_folders(tmp_path: Path) -> None:
+    root = tmp_path / "hq"
+    write_hqseg44k(root, 1, split="val", size=32)
+    conv = HQSeg44kConverter(root=root, split="val", subsets=("COIFT",))
+    assert [i[1] for i in conv.list_items()] == ["thin_object_detection/COIFT/images/COIFT img.0000.jpg"]
+    with pytest.raises(ValueError, match="unknown val subset.*'DUTS-TR'"):
+        HQSeg44kConverter(root=root, split="val", subsets=("DUTS-TR",))
+    shutil.rmtree(root / "thin_object_detection" / "HRSOD" / "masks_max255")
+    with pytest.raises(FileNotFoundError, match="masks_max255 of subset HRSOD"):
+        HQSeg44kConverter(root=root, split="val")
+    assert main(["hqseg44k", "--root", str(root), "--out", str(tmp_path / "o"), "--subsets", "DIS5K-VD", "COIFT",
+                 "--workers", "0"]) == 0
+    assert [s.source.split("/")[0] for s in shards.open_dataset(tmp_path / "o")] == ["DIS5K", "thin_object_detection"]
+    assert main(["hqseg44k", "--root", str(root), "--out", str(tmp_path / "p"), "--workers", "0"]) == 1  # HRSOD gone
 
 
 def _write_cocolvis_item(split_dir: Path, image_id: str, image: np.ndarray, layers: list[np.ndarray],
