@@ -3,6 +3,7 @@
 
     python launch.py builtin-data [--out data/builtin]      # generate + shard the built-in datasets
     python launch.py shard FORMAT --root DIR --out DIR ...   # convert a dataset on disk to shards
+    python launch.py shard FORMAT ... --submit CONFIG [executor.k=v]  # the same as a job array
     python launch.py sweep configs/demo.yaml [key=value ...] # run or submit a grid of experiments
     python launch.py eval RUN_DIR [--follow]                 # evaluate every new checkpoint of a run
     python launch.py status [SWEEP_DIR]                      # where is my sweep
@@ -109,6 +110,9 @@ def cmd_builtin_data(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "shard" and "--submit" in argv:
+        from jobs.convert import main as submit_main
+        return submit_main(argv[1:])
     if argv and argv[0] == "shard":
         from shards.cli import main as shard_main
         return shard_main(argv[1:]) or 0

@@ -141,6 +141,9 @@ class ExecutorConfig:
     array_parallelism: int = 16
     max_requeues: int = 3
     """How often a training job is requeued after Slurm's time-limit warning before it fails."""
+    signal_delay_s: int = 120
+    """Slurm sends its warning signal (USR2) this long before the time limit: enough to finish
+    the current step and write the interrupt checkpoint."""
     additional: dict[str, str] = field(default_factory=dict)
     """Extra sbatch options, e.g. ``{constraint: a100}``."""
 
@@ -313,6 +316,8 @@ def validate(cfg: Config) -> None:
     need(cfg.executor.type in EXECUTORS, "executor.type", f"one of {EXECUTORS}")
     need(cfg.executor.nodes >= 1, "executor.nodes", "must be >= 1")
     need(cfg.executor.max_requeues >= 0, "executor.max_requeues", "must be >= 0")
+    need(0 < cfg.executor.signal_delay_s < 60 * cfg.executor.time_min or cfg.executor.type == "local",
+         "executor.signal_delay_s", f"must be > 0 and below the time limit ({60 * cfg.executor.time_min} s)")
     need(cfg.executor.array_parallelism >= 1, "executor.array_parallelism", "must be >= 1")
     need(bool(cfg.name) and "/" not in cfg.name, "name", "must be a non-empty name without '/'")
 

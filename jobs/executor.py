@@ -28,6 +28,7 @@ def make_executor(cfg: ExecutorConfig, folder: str | Path, tasks_per_node: int =
         if cfg.partition:
             params["slurm_partition"] = cfg.partition
         params["slurm_array_parallelism"] = cfg.array_parallelism
+        params["slurm_signal_delay_s"] = cfg.signal_delay_s
         extra = dict(cfg.additional)
         if cfg.account:
             extra["account"] = cfg.account

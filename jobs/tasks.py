@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import submitit
@@ -73,13 +74,16 @@ class TrainJob(submitit.helpers.Checkpointable):
 
     def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
         proc = self._proc
-        if proc is not None and proc.poll() is None:
-            try:  # the launcher ignores USR2; the training processes in its group save and exit
+        deadline = time.monotonic() + self.STOP_TIMEOUT_S
+        # The launcher ignores USR2; the training processes in its group save and exit. A process
+        # still starting up ignores it too (inherited), so repeat it until they have exited.
+        while proc is not None and proc.poll() is None and time.monotonic() < deadline:
+            try:
                 os.killpg(proc.pid, signal.SIGUSR2)
             except ProcessLookupError:
-                pass
+                break
             try:
-                proc.wait(timeout=self.STOP_TIMEOUT_S)
+                proc.wait(timeout=1.0)
             except subprocess.TimeoutExpired:
                 pass
         return submitit.helpers.DelayedSubmission(TrainJob(self.run_dir))

@@ -53,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--samples-per-shard", type=int, default=1000)
         p.add_argument("--workers", type=int, default=_default_workers(), help="processes (0 or 1: in-process)")
         p.add_argument("--max-skip-fraction", type=float, default=0.1, help="fail if more items than this are skipped")
+        p.add_argument("--only", type=int, metavar="K",
+                       help="write only output shard K (one task of a job array); a run without it writes the manifest")
     p = sub.add_parser("synth", help="write small synthetic cocolvis (train) and davis sources")
     p.add_argument("--out", type=Path, required=True, help="writes <out>/cocolvis and <out>/davis")
     p.add_argument("--train-images", type=int, default=200)
@@ -83,11 +85,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             workers=args.workers,
             max_skip_fraction=args.max_skip_fraction,
             samples_per_shard=args.samples_per_shard,
+            progress=args.only is None,
+            only=args.only,
         )
     except (ConversionError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0
+
+
+def plan_shards(argv: Sequence[str]) -> tuple[int, Path]:
+    """(number of output shards, output folder) of a conversion command line; lists the source once."""
+    from .writer import work_items
+
+    args = _parser().parse_args(argv)
+    if args.command == "synth":
+        raise ValueError("synth writes sources, not shards")
+    return len(work_items(_converter(args), args.out, args.samples_per_shard)), args.out
 
 
 def _converter(args: argparse.Namespace) -> "Converter":

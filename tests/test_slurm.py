@@ -18,6 +18,7 @@ import yaml
 
 from builtin_data import tiny_overrides
 from clickseg import checkpoint
+from shards.cli import main as shards_main
 from jobs.status import sweep_rows
 
 REPO = Path(__file__).resolve().parents[1]
@@ -134,6 +135,65 @@ def test_preempted_two_process_training_is_requeued_and_ends_as_if_uninterrupted
     assert resumed["step"] == reference["step"]
     for key, value in reference["model"].items():
         torch.testing.assert_close(resumed["model"][key], value, rtol=0, atol=0, msg=key)
+
+
+
+def test_training_past_its_time_limit_is_requeued_until_done_and_ends_as_if_uninterrupted(slurm, builtin_dirs,
+                                                                                          tmp_path):
+    """A 1-minute time limit with the warning 30 s before it: Slurm's USR2 comes 14-28 s after every
+    (re)start (its ~30 s signal cycle), so a training of 60 steps (over 30 s here) is stopped at least
+    once; each run stops at a step, is requeued and resumes at that exact step."""
+    from jobs.tasks import train_task
+
+    extra = ["executor.time_min=1", "executor.signal_delay_s=30", "executor.max_requeues=30", "train.epochs=3",
+             "train.samples_per_epoch=80", "train.batch_size=4", "model.arch=tiny_global", "clicks.mode=multi"]
+    sweep_dir, _, _ = _sweep(tmp_path, builtin_dirs, {"model.input_size": [96]}, *extra)
+    index = json.loads((sweep_dir / "sweep.json").read_text())
+    (job_id,), run_dir = index["jobs"]["train"], Path(index["experiments"][0]["run_dir"])
+    subprocess.run(["scancel", *index["jobs"]["eval"]], check=True, timeout=60)  # training only, here
+    state = _wait(lambda: (json.loads((run_dir / "train_state.json").read_text())
+                           if job_id not in _queue_ids() and (run_dir / "train_state.json").exists() else None),
+                  600, "the time-limited job to end")
+    assert state["status"] == "done", state
+    log = (run_dir / "train_node0.log").read_text()
+    stops = log.count("stop requested: interrupt checkpoint")
+    assert stops >= 1 and log.count("from interrupt.pt") == stops, log[-3000:]
+    submitit_log = (sweep_dir / "submitit" / job_id / f"{job_id}_0_log.err").read_text()
+    assert submitit_log.count("timed-out") >= stops and "DUE TO TIME LIMIT" not in submitit_log, submitit_log[-3000:]
+
+    ref_dir = tmp_path / "reference"
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    cfg["run_dir"] = str(ref_dir)
+    ref_dir.mkdir()
+    (ref_dir / "config.yaml").write_text(yaml.safe_dump(cfg))
+    train_task(str(ref_dir))
+    resumed = checkpoint.load(checkpoint.list_checkpoints(run_dir)[-1][1])
+    reference = checkpoint.load(checkpoint.list_checkpoints(ref_dir)[-1][1])
+    assert resumed["step"] == reference["step"] == 60
+    for key, value in reference["model"].items():
+        torch.testing.assert_close(resumed["model"][key], value, rtol=0, atol=0, msg=key)
+
+
+
+def test_shard_conversion_runs_as_a_job_array_and_matches_a_local_conversion(slurm, builtin_dirs, tmp_path):
+    source = builtin_dirs["cocolvis-train"].parent.parent / "source" / "cocolvis"
+    conversion = ["cocolvis", "--root", str(source), "--samples-per-shard", "25"]
+    cmd = [sys.executable, str(REPO / "launch.py"), "shard", *conversion, "--out", str(tmp_path / "array"),
+           "--submit", *SLURM]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert out.returncode == 0, out.stdout + out.stderr
+    jobs = json.loads((tmp_path / "array" / ".submitit" / "jobs.json").read_text())
+    assert jobs["shards"] == 5 and f"as array {jobs['array']}" in out.stdout  # 120 images / 25
+    _wait(lambda: (tmp_path / "array" / "manifest.json").exists() and not _queue_ids() & {jobs["manifest_job"]},
+          300, "the manifest job")
+    assert shards_main([*conversion, "--out", str(tmp_path / "local"), "--workers", "0"]) == 0
+    array, local = (json.loads((tmp_path / d / "manifest.json").read_text()) for d in ("array", "local"))
+    assert [(s["name"], s["sha256"]) for s in array["shards"]] == [(s["name"], s["sha256"]) for s in local["shards"]]
+    assert array["totals"] == local["totals"] and len(array["shards"]) == 5
+
+    bad = subprocess.run([sys.executable, str(REPO / "launch.py"), "shard", *conversion, "--out", str(tmp_path / "x"),
+                          "--submit", "train.lr=1"], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert bad.returncode == 1 and "only executor.* overrides" in bad.stderr and not (tmp_path / "x").exists()
 
 
 def test_failing_job_shows_as_failed_with_its_error(slurm, builtin_dirs, tmp_path):
