@@ -15,6 +15,11 @@ from clickseg.config import load_config
 
 ACCELERATE_PORT = 29500
 
+# The accelerate launcher of the training running in this job process. submitit's signal handler
+# calls checkpoint() on a fresh copy of the TrainJob unpickled from the submission file, so the
+# handle cannot live on the instance.
+_launcher: subprocess.Popen | None = None
+
 
 def accelerate_command(config_path: str, num_processes: int, num_machines: int = 1, machine_rank: int = 0,
                        main_ip: str = "127.0.0.1", use_cpu: bool = True, mixed_precision: str = "no") -> list[str]:
@@ -61,32 +66,31 @@ class TrainJob(submitit.helpers.Checkpointable):
 
     def __init__(self, run_dir: str) -> None:
         self.run_dir = str(run_dir)
-        self._proc: subprocess.Popen | None = None
-
-    def __getstate__(self) -> dict:
-        return {"run_dir": self.run_dir}
-
-    def __setstate__(self, state: dict) -> None:
-        self.run_dir, self._proc = state["run_dir"], None
 
     def __call__(self) -> str:
-        return train_task(self.run_dir, job=self)
+        return train_task(self.run_dir)
 
     def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
-        proc = self._proc
+        proc = _launcher
         deadline = time.monotonic() + self.STOP_TIMEOUT_S
         # The launcher ignores USR2; the training processes in its group save and exit. A process
-        # still starting up ignores it too (inherited), so repeat it until they have exited.
-        while proc is not None and proc.poll() is None and time.monotonic() < deadline:
+        # still starting up ignores it too (inherited), so repeat it until the launcher has exited.
+        while proc is not None and not _exited(proc.pid) and time.monotonic() < deadline:
             try:
                 os.killpg(proc.pid, signal.SIGUSR2)
             except ProcessLookupError:
                 break
-            try:
-                proc.wait(timeout=1.0)
-            except subprocess.TimeoutExpired:
-                pass
+            time.sleep(0.5)
         return submitit.helpers.DelayedSubmission(TrainJob(self.run_dir))
+
+
+def _exited(pid: int) -> bool:
+    """Whether child ``pid`` has exited, without reaping it. (This runs in a signal handler while
+    the main thread is inside ``Popen.wait``, which holds the lock ``Popen.poll`` needs.)"""
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
 
 
 def _ignore_usr2() -> None:
@@ -95,7 +99,7 @@ def _ignore_usr2() -> None:
     signal.signal(signal.SIGUSR2, signal.SIG_IGN)
 
 
-def train_task(run_dir: str, job: TrainJob | None = None) -> str:
+def train_task(run_dir: str) -> str:
     """Train one experiment (resuming from its last checkpoint) through accelerate."""
     import torch
 
@@ -120,11 +124,13 @@ def train_task(run_dir: str, job: TrainJob | None = None) -> str:
     with open(log_path, "a") as log:
         log.write(f"$ {' '.join(cmd)}\n")
         log.flush()
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=os.getcwd(),
-                                start_new_session=True, preexec_fn=_ignore_usr2)
-        if job is not None:
-            job._proc = proc
-        proc.wait()
+        global _launcher
+        proc = _launcher = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=os.getcwd(),
+                                            start_new_session=True, preexec_fn=_ignore_usr2)
+        try:
+            proc.wait()
+        finally:
+            _launcher = None
     if proc.returncode != 0:
         tail = log_path.read_text()[-4000:]
         if rank == 0:

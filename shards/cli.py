@@ -4,6 +4,7 @@
     launch.py shard davis    --root DIR --out DIR
     launch.py shard hqseg44k --root DIR --out DIR [--split train|val] [--subsets NAME ...]
     launch.py shard folder   (--images DIR --masks DIR | --root DIR) --out DIR
+    launch.py shard cocolvis-build --lvis JSON --panoptic-json JSON --panoptic-dir DIR --images DIR --out DIR
     launch.py shard synth    --out DIR [--train-images N] [--eval-images M] [--seed S] [--size PX]
 
 Common options: ``--samples-per-shard N``, ``--workers N`` (0 = in-process),
@@ -55,6 +56,23 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--max-skip-fraction", type=float, default=0.1, help="fail if more items than this are skipped")
         p.add_argument("--only", type=int, metavar="K",
                        help="write only output shard K (one task of a job array); a run without it writes the manifest")
+    from .cocolvis_build import BuildOptions
+
+    help_text = "build COCO+LVIS as RITM did, from LVIS v1 json + COCO 2017 panoptic json/PNGs + COCO images"
+    p = sub.add_parser("cocolvis-build", help=help_text, description=help_text)
+    p.add_argument("--lvis", type=Path, required=True, help="lvis_v1_train.json (or _val)")
+    p.add_argument("--panoptic-json", type=Path, required=True, help="panoptic_train2017.json (or val2017)")
+    p.add_argument("--panoptic-dir", type=Path, required=True, help="folder of the panoptic PNGs")
+    p.add_argument("--images", type=Path, required=True, help="COCO images of the same split (train2017/)")
+    p.add_argument("--out", type=Path, required=True, help="output folder for shards and manifest.json")
+    p.add_argument("--split", choices=("train", "val"), default="train")
+    for name, value in BuildOptions().__dict__.items():
+        p.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value,
+                       help=f"RITM's value: {value}")
+    p.add_argument("--samples-per-shard", type=int, default=1000)
+    p.add_argument("--workers", type=int, default=_default_workers(), help="processes (0 or 1: in-process)")
+    p.add_argument("--max-skip-fraction", type=float, default=0.1, help="fail if more items than this are skipped")
+    p.add_argument("--only", type=int, metavar="K", help="write only output shard K (one task of a job array)")
     p = sub.add_parser("synth", help="write small synthetic cocolvis (train) and davis sources")
     p.add_argument("--out", type=Path, required=True, help="writes <out>/cocolvis and <out>/davis")
     p.add_argument("--train-images", type=int, default=200)
@@ -110,6 +128,12 @@ def _converter(args: argparse.Namespace) -> "Converter":
 
     if args.command == "cocolvis":
         return CocoLvisConverter(root=args.root, split=args.split)
+    if args.command == "cocolvis-build":
+        from .cocolvis_build import BuildOptions, CocoLvisBuildConverter
+
+        opts = BuildOptions(**{k: getattr(args, k) for k in BuildOptions().__dict__})
+        return CocoLvisBuildConverter(lvis_json=args.lvis, panoptic_json=args.panoptic_json,
+                                      panoptic_dir=args.panoptic_dir, images=args.images, split=args.split, build=opts)
     if args.command == "hqseg44k":
         return HQSeg44kConverter(root=args.root, split=args.split, subsets=tuple(args.subsets))
     if args.command == "folder" and (args.images or args.masks):

@@ -44,6 +44,7 @@ __all__ = [
     "encode_sample",
     "iter_shard",
     "pack_layers",
+    "pack_masks",
     "sample_key",
 ]
 
@@ -96,6 +97,24 @@ def pack_layers(layers: Sequence[np.ndarray] | np.ndarray, height: int, width: i
     if not arrays:
         return np.zeros((0, height, width), dtype)
     return np.stack([a.astype(dtype, copy=False) for a in arrays])
+
+
+def pack_masks(masks: Sequence[np.ndarray], height: int, width: int) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """Bool masks -> (layers (L, H, W), (layer, value) per mask): each mask goes to the first layer
+    it does not overlap, with the next free value there; overlapping masks land in different layers."""
+    layers: list[np.ndarray] = []
+    placement = []
+    for m in masks:
+        for li, layer in enumerate(layers):
+            if not layer[m].any():
+                break
+        else:
+            layers.append(np.zeros((height, width), np.int32))
+            li = len(layers) - 1
+        value = int(layers[li].max()) + 1
+        layers[li][m] = value
+        placement.append((li, value))
+    return pack_layers(layers, height, width), placement
 
 
 def _npz_bytes(layers: np.ndarray) -> bytes:

@@ -16,16 +16,19 @@ so output is byte-identical for a seed and independent of ``n_images``.
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence, Union
 
 import cv2
 import numpy as np
 
-__all__ = ["Scene", "make_scene", "write_cocolvis", "write_davis"]
+from .format import pack_masks
+
+__all__ = ["Scene", "make_scene", "write_cocolvis", "write_davis", "write_hqseg44k", "write_lvis_panoptic"]
 
 Size = Union[int, tuple[int, int], tuple[tuple[int, int], tuple[int, int]]]
 _JPEG = [cv2.IMWRITE_JPEG_QUALITY, 90]
@@ -197,20 +200,9 @@ def make_scene(
 
 
 def _pack(masks: list[np.ndarray], h: int, w: int) -> tuple[list[np.ndarray], list[tuple[int, int]]]:
-    """Put each mask into the first layer it does not overlap; return layers and (layer, value) per mask."""
-    layers: list[np.ndarray] = []
-    mapping = []
-    for m in masks:
-        for li, layer in enumerate(layers):
-            if not layer[m].any():
-                break
-        else:
-            layers.append(np.zeros((h, w), np.uint8))
-            li = len(layers) - 1
-        value = int(layers[li].max()) + 1
-        layers[li][m] = value
-        mapping.append((li, value))
-    return layers, mapping
+    """RITM-style uint8 layers (PNG-encodable) and (layer, value) per mask."""
+    layers, mapping = pack_masks(masks, h, w)
+    return [layer.astype(np.uint8) for layer in layers], mapping
 
 
 def _jpeg(rgb: np.ndarray) -> bytes:
@@ -329,3 +321,82 @@ def write_hqseg44k(root: str | os.PathLike[str], n_per_subset: int, split: str =
         _write_object_pairs(root / images, root / masks, names, (seed, _HQSEG, k), size)
         out[name] = names
     return out
+
+
+@dataclass
+class LvisPanopticImage:
+    """One image of :func:`write_lvis_panoptic`.
+
+    ``lvis``: per LVIS annotation its polygons (flat ``[x0, y0, x1, y1, ...]`` lists).
+    ``panoptic``: ``(mask, is_thing, is_crowd)`` per panoptic segment, painted in order (a later
+    segment overwrites an earlier one, as panoptic PNGs hold one segment per pixel).
+    """
+
+    stem: str
+    height: int
+    width: int
+    lvis: list[list[list[float]]] = field(default_factory=list)
+    panoptic: list[tuple[np.ndarray, bool, bool]] = field(default_factory=list)
+    in_lvis: bool = True
+    in_panoptic: bool = True
+    extra_segment_ids: list[int] = field(default_factory=list)  # listed in segments_info, absent from the PNG
+
+
+def _panoptic_rgb(ids: np.ndarray) -> np.ndarray:
+    """Segment ids -> COCO panoptic RGB (id = R + 256 G + 256^2 B)."""
+    return np.stack([ids % 256, ids // 256 % 256, ids // 65536], axis=-1).astype(np.uint8)
+
+
+def write_lvis_panoptic(root: str | os.PathLike[str], images: Sequence[LvisPanopticImage], seed: int = 0,
+                        split: str = "train") -> dict[str, Path]:
+    """Write LVIS v1 and COCO 2017 panoptic inputs in their official formats; return their paths.
+
+    ``<root>/lvis_v1_<split>.json``, ``<root>/annotations/panoptic_<split>2017.json``,
+    ``<root>/annotations/panoptic_<split>2017/<stem>.png`` and ``<root>/<split>2017/<stem>.jpg``.
+    Category 1 is a thing, 2 is stuff; segment ids count from 1 per image with a large stride
+    so that all three RGB channels are used.
+    """
+    root = Path(root)
+    image_dir, png_dir = root / f"{split}2017", root / "annotations" / f"panoptic_{split}2017"
+    image_dir.mkdir(parents=True, exist_ok=True)
+    png_dir.mkdir(parents=True, exist_ok=True)
+    lvis: dict = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "thing", "frequency": "f"}]}
+    panoptic: dict = {"images": [], "annotations": [], "categories": [
+        {"id": 1, "name": "thing", "isthing": 1, "supercategory": "thing"},
+        {"id": 2, "name": "stuff", "isthing": 0, "supercategory": "stuff"}]}
+    ann_id = 1
+    for k, spec in enumerate(images):
+        rng = np.random.default_rng([seed, 4, k])
+        image_id = k + 1
+        colour = rng.uniform(40, 215, 3)
+        (image_dir / f"{spec.stem}.jpg").write_bytes(
+            _jpeg(np.clip(_texture(rng, spec.height, spec.width, colour, 30.0), 0, 255).astype(np.uint8)))
+        file_name = f"{spec.stem}.jpg"
+        if spec.in_lvis:
+            lvis["images"].append({"id": image_id, "height": spec.height, "width": spec.width,
+                                   "coco_url": f"http://images.cocodataset.org/{split}2017/{file_name}"})
+            for polygons in spec.lvis:
+                lvis["annotations"].append({"id": ann_id, "image_id": image_id, "category_id": 1,
+                                            "segmentation": polygons, "area": 0.0, "bbox": [0, 0, 0, 0]})
+                ann_id += 1
+        if spec.in_panoptic:
+            ids = np.zeros((spec.height, spec.width), np.int64)
+            segments = []
+            for s, (mask, thing, crowd) in enumerate(spec.panoptic):
+                seg_id = 1 + s * 70001  # spreads over R, G and B
+                ids[mask] = seg_id
+                segments.append({"id": seg_id, "category_id": 1 if thing else 2, "iscrowd": int(crowd),
+                                 "area": int(mask.sum()), "bbox": [0, 0, 0, 0]})
+            segments += [{"id": i, "category_id": 1, "iscrowd": 0, "area": 0, "bbox": [0, 0, 0, 0]}
+                         for i in spec.extra_segment_ids]
+            (png_dir / f"{spec.stem}.png").write_bytes(
+                cv2.imencode(".png", _panoptic_rgb(ids)[..., ::-1])[1].tobytes())
+            panoptic["images"].append({"id": image_id, "file_name": file_name,
+                                       "height": spec.height, "width": spec.width})
+            panoptic["annotations"].append({"image_id": image_id, "file_name": f"{spec.stem}.png",
+                                            "segments_info": segments})
+    lvis_json = root / f"lvis_v1_{split}.json"
+    panoptic_json = root / "annotations" / f"panoptic_{split}2017.json"
+    lvis_json.write_text(json.dumps(lvis))
+    panoptic_json.write_text(json.dumps(panoptic))
+    return {"lvis": lvis_json, "panoptic_json": panoptic_json, "panoptic_dir": png_dir, "images": image_dir}

@@ -64,10 +64,11 @@ class ConversionError(RuntimeError):
 class SkipItem(Exception):
     """Raised by :meth:`Converter.load` for an item that cannot become a sample."""
 
-    def __init__(self, reason: str, detail: str = "") -> None:
+    def __init__(self, reason: str, detail: str = "", counts: dict[str, int] | None = None) -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
+        self.counts = counts or {}  # per-rule counts of the item, still reported (see SourceSample.counts)
 
 
 @dataclass
@@ -285,6 +286,7 @@ def convert_shard(work: WorkItem) -> dict[str, Any]:
                         raw = encode_sample(s.image_bytes, s.ext, s.layers, s.objects, s.source, s.flags, index=work.start + offset)
                     except SkipItem as e:
                         skipped.append({"item": name, "reason": e.reason, "detail": e.detail})
+                        counts.update(e.counts)
                         continue
                     except Exception as e:  # a bug or an unforeseen input; count it, keep going
                         skipped.append({"item": name, "reason": "unexpected_error", "detail": f"{type(e).__name__}: {e}"})
