@@ -177,3 +177,14 @@ def test_opencv_versions_whose_fillpoly_differs_are_refused(version, ok):
     else:
         with pytest.raises(ConversionError, match=f"OpenCV {version}"):
             check_opencv(version)
+
+
+def test_polygons_fill_exactly_as_opencv_4_7_did():
+    ref = np.load(Path(__file__).parent / "data" / "fillpoly_opencv47.npz")
+    assert str(ref["opencv"]) == "4.7.0"
+    polygons = np.split(ref["coords"], np.cumsum(ref["lengths"])[:-1])
+    masks = np.unpackbits(ref["masks"], axis=-1).astype(bool)
+    assert len(polygons) == len(masks) == 200
+    for k, (p, want) in enumerate(zip(polygons, masks)):
+        got, skipped = rasterize_polygons([p.tolist()], 128, 128)
+        assert skipped == 0 and np.array_equal(got, want), f"polygon {k}: {int((got != want).sum())} pixels differ"
