@@ -247,24 +247,30 @@ def plot(records: list[dict], path: str | Path, metric: str = "mIoU@1") -> None:
     _save(plt, fig, axes, path)
 
 
-def plot_clicks(rows: list[dict], path: str | Path) -> None:
-    """PNG of mIoU@k against k at each (experiment, protocol)'s last epoch, one panel per dataset."""
+def click_curves(rows: list[dict]) -> dict[str, dict[str, tuple[list[int], list[float]]]]:
+    """{dataset: {label: (clicks k, mIoU@k)}} at each (experiment, protocol)'s last epoch."""
     last: dict[tuple, dict] = {}
     for r in latest(rows).values():
         key = (r["dataset"], r["experiment"], r["protocol"])
         if not r.get("scaling_curve") and (key not in last or r["epoch"] >= last[key]["epoch"]):
             last[key] = r
-    datasets = sorted({k[0] for k in last})
-    plt, fig, axes = _figure(len(datasets))
-    for ax, ds in zip(axes, datasets):
-        for (d, exp, protocol), r in sorted(last.items()):
-            if d != ds:
-                continue
-            n = r.get("n_clicks") or 0
-            ks = [k for k in range(1, n + 1) if f"mIoU@{k}" in r["metrics"]]
-            if ks:
-                ax.plot(ks, [r["metrics"][f"mIoU@{k}"] for k in ks], marker=".",
-                        label=f"{exp} ({protocol}, epoch {r['epoch']})")
+    curves: dict[str, dict[str, tuple[list[int], list[float]]]] = {}
+    for (ds, exp, protocol), r in sorted(last.items()):
+        n = r.get("n_clicks") or 0
+        ks = [k for k in range(1, n + 1) if f"mIoU@{k}" in r["metrics"]]
+        if ks:
+            curves.setdefault(ds, {})[f"{exp} ({protocol}, epoch {r['epoch']})"] = (
+                ks, [r["metrics"][f"mIoU@{k}"] for k in ks])
+    return curves
+
+
+def plot_clicks(rows: list[dict], path: str | Path) -> None:
+    """PNG of mIoU@k against k (:func:`click_curves`), one panel per dataset."""
+    curves = click_curves(rows)
+    plt, fig, axes = _figure(len(curves))
+    for ax, (ds, by_label) in zip(axes, sorted(curves.items())):
+        for label, (ks, values) in by_label.items():
+            ax.plot(ks, values, marker=".", label=label)
         ax.set(title=ds, xlabel="clicks", ylabel="mIoU")
     _save(plt, fig, axes, path)
 

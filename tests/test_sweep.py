@@ -31,6 +31,13 @@ def test_local_sweep_trains_evaluates_every_epoch_and_reports(builtin_dirs, tmp_
         (e, str(ep), "davis") for e in ("mode-single_pos", "mode-single_any") for ep in (1, 2))
     assert all(0.0 <= float(r["mIoU@1"]) <= 1.0 for r in rows)
     assert (sweep_dir / "miou.png").stat().st_size > 1000
+    assert (sweep_dir / "iou_vs_clicks.png").stat().st_size > 1000
+    from clickseg.report import click_curves, collect
+    curves = click_curves(collect([e["run_dir"] for e in index["experiments"]]))
+    final = {(r["experiment"], r["dataset"]): r for r in rows if r["epoch"] == "2"}
+    assert sorted(curves["davis"]) == sorted(f"{e} (center, epoch 2)" for e in ("mode-single_pos", "mode-single_any"))
+    for label, (ks, values) in curves["davis"].items():  # the last epoch's mIoU@k for k = 1..n_clicks
+        assert ks == [1, 2, 3] and abs(values[0] - float(final[(label.split(" ")[0], "davis")]["mIoU@1"])) < 1e-4
     assert "| experiment | epoch | dataset |" in out.stdout
     for e in index["experiments"]:
         cfg = yaml.safe_load((Path(e["run_dir"]) / "config.yaml").read_text())

@@ -1,0 +1,46 @@
+"""The model learns: a short seeded run on the built-in data beats the untrained model by a wide margin.
+
+The tiny model with global attention, trained with one positive click for 2 x 1600 samples
+at 96 px on the small built-in training set, is evaluated with the center clicker on the
+held-out built-in DAVIS set (12 instances). Measured here: untrained 0.12, epoch 1 0.46,
+epoch 2 0.54 mIoU@1.
+"""
+import torch
+
+from builtin_data import tiny_overrides
+from clickseg.config import load_config
+from clickseg.eval.evaluate import evaluate_dataset, evaluate_run
+from clickseg.model import build_segnext
+from clickseg.predictor import Predictor
+from clickseg.train import train
+
+from test_train import REPO
+
+
+def test_tiny_model_learns_to_segment_from_one_click(builtin_dirs, tmp_path):
+    run_dir = tmp_path / "learns"
+    # At 96 px the token grid is 6 x 6 (16 px patches): objects smaller than about 1.5 patches
+    # (parts, slivers cut by the crop border) cannot be drawn by the stride-16 decoder, and with
+    # the shared minimum of 100 px they are a quarter of the crops and teach a small-blob prior.
+    overrides = tiny_overrides(
+        builtin_dirs, run_dir, **{
+            "model.arch": "tiny_global", "model.input_size": 96, "clicks.mode": "single_pos",
+            "data.min_object_area": 400, "train.epochs": 2, "train.samples_per_epoch": 1600, "train.batch_size": 4,
+            "train.lr": 1e-3, "train.lr_schedule": "cosine", "train.warmup_steps": 50,
+            "train.weight_decay": 0.01, "train.log_every": 50, "train.num_vis": 0, "eval.n_clicks": 1})
+    cfg = load_config(REPO / "configs" / "demo.yaml", overrides)
+    threads = torch.get_num_threads()
+    try:
+        train(cfg)
+    finally:
+        torch.set_num_threads(threads)
+
+    torch.manual_seed(cfg.train.seed)  # the untrained model: the initial weights of the same seed
+    untrained_model = build_segnext(cfg.model.arch, cfg.model.input_size).eval()
+    untrained = evaluate_dataset(Predictor(untrained_model), str(builtin_dirs["davis"]), cfg.eval, "davis")
+
+    trained = {r["epoch"]: r["metrics"]["mIoU@1"] for r in evaluate_run(run_dir, cfg)}
+    untrained = float(untrained.mean_ious[:, 0].mean())
+    assert sorted(trained) == [1, 2]
+    assert trained[2] >= 0.45, trained
+    assert trained[2] >= untrained + 0.3, (trained, untrained)
