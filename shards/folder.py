@@ -2,7 +2,8 @@
 
 Images and masks are paired by file stem (the name up to its last dot, so
 ``1#Bag#0001 v2.jpg`` pairs with ``1#Bag#0001 v2.png``). The object is every
-pixel where any mask channel is > 0 (soft anti-aliased edges count as object);
+pixel where any colour channel of the mask is > 0 (soft anti-aliased edges count as object; an
+alpha channel is ignored, as SegNext's loaders ignore it);
 it becomes a single uint8 layer with value 1 and object id 1. Both folders may
 be the same directory (HQSeg's cascade_psp subsets): the mask is then the
 ``.png`` and the image the ``.jpg``.
@@ -94,6 +95,8 @@ class FolderConverter(Converter):
             raise SkipItem("corrupt_mask", f"{mask_rel} does not decode")
         if mask.shape[:2] != (height, width):
             raise SkipItem("size_mismatch", f"mask {mask.shape[:2]} vs image {(height, width)}")
+        if mask.ndim == 3:  # colour (B, G, R) or with alpha (B, G, R, A): alpha is not the object
+            mask = mask[..., :3]
         obj = (mask > 0).any(axis=2) if mask.ndim == 3 else mask > 0
         objects = [{"id": 1, "layer": 0, "value": 1, "is_stuff": False, "parent": None, "children": []}]
         if not obj.any():

@@ -486,3 +486,19 @@ def test_cli_synth_and_convert(tmp_path: Path) -> None:
     assert len(shards.shard_paths(tmp_path / "f")) == 2
     with pytest.raises(SystemExit):
         main(["folder", "--out", str(tmp_path / "x")])
+
+
+def test_mask_alpha_channel_is_not_the_object(tmp_path: Path) -> None:
+    """An RGBA mask (opaque everywhere) reads as its colour channels, as SegNext's cv2.imread does."""
+    (tmp_path / "img").mkdir()
+    (tmp_path / "gt").mkdir()
+    image = np.full((20, 30, 3), 90, np.uint8)
+    cv2.imwrite(str(tmp_path / "img" / "a.jpg"), image)
+    rgba = np.zeros((20, 30, 4), np.uint8)
+    rgba[..., 3] = 255
+    rgba[5:9, 10:20, 1] = 200
+    cv2.imwrite(str(tmp_path / "gt" / "a.png"), rgba)
+    _convert(davis_converter(tmp_path), tmp_path / "out")
+    (sample,) = shards.open_dataset(tmp_path / "out")
+    segnext_view = cv2.imread(str(tmp_path / "gt" / "a.png")).max(axis=2) > 0  # SegNext's DAVIS/HQSeg reading
+    assert np.array_equal(sample.objects[0].mask, segnext_view) and segnext_view.sum() == 40
