@@ -15,9 +15,8 @@ from clickseg.config import load_config
 
 ACCELERATE_PORT = 29500
 
-# The accelerate launcher of the training running in this job process. submitit's signal handler
-# calls checkpoint() on a fresh copy of the TrainJob unpickled from the submission file, so the
-# handle cannot live on the instance.
+# The accelerate launcher of the training running in this job process, for checkpoint(): the
+# TrainJob that submitit's signal handler calls may not be the instance that started it.
 _launcher: subprocess.Popen | None = None
 
 
@@ -72,16 +71,47 @@ class TrainJob(submitit.helpers.Checkpointable):
 
     def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
         proc = _launcher
-        deadline = time.monotonic() + self.STOP_TIMEOUT_S
-        # The launcher ignores USR2; the training processes in its group save and exit. A process
-        # still starting up ignores it too (inherited), so repeat it until the launcher has exited.
+        deadline = time.monotonic() + self._stop_timeout()
+        # The launcher ignores USR2; the training processes save and exit. They may sit in their
+        # own sessions (torch's elastic agent starts each rank with one), so every descendant of
+        # the launcher is signalled; one still starting up ignores it (inherited), so repeat.
         while proc is not None and not _exited(proc.pid) and time.monotonic() < deadline:
-            try:
-                os.killpg(proc.pid, signal.SIGUSR2)
-            except ProcessLookupError:
-                break
+            for pid in _descendants(proc.pid):
+                try:
+                    os.kill(pid, signal.SIGUSR2)
+                except ProcessLookupError:
+                    pass
             time.sleep(0.5)
         return submitit.helpers.DelayedSubmission(TrainJob(self.run_dir))
+
+    def _stop_timeout(self) -> float:
+        """Wait at most until 10 s before Slurm's kill, so that submitit can still requeue."""
+        try:
+            delay = load_config(Path(self.run_dir) / "config.yaml").executor.signal_delay_s
+        except Exception:  # an unreadable config must not break the requeue
+            return self.STOP_TIMEOUT_S
+        return max(1.0, min(self.STOP_TIMEOUT_S, delay - 10.0))
+
+
+def _descendants(pid: int) -> list[int]:
+    """All live descendants of ``pid`` (from /proc), whatever their session or process group."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
 
 
 def _exited(pid: int) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -134,7 +135,9 @@ def test_bad_inputs_and_rule_counts_are_recorded(built):
     }, rules
     inputs = manifest["build"]["inputs"]
     assert inputs["lvis_json"]["sha256"] == shards.writer.sha256_file(paths["lvis"])
-    assert manifest["options"] == BuildOptions().__dict__
+    assert manifest["options"] == {**BuildOptions().__dict__, "opencv": cv2.__version__}
+    assert sorted((Path(e["item"]).stem, e["flag"]) for e in manifest["flagged"]) == [
+        ("000000000005", "polygon_too_few_points"), ("000000000005", "segment_not_in_png")]
     assert manifest["totals"] == {"images": 3, "instances": 4 + 8 + 1, "stuff": 2, "skipped": 4}
 
 

@@ -141,12 +141,12 @@ def test_preempted_two_process_training_is_requeued_and_ends_as_if_uninterrupted
 def test_training_past_its_time_limit_is_requeued_until_done_and_ends_as_if_uninterrupted(slurm, builtin_dirs,
                                                                                           tmp_path):
     """A 1-minute time limit with the warning 30 s before it: Slurm's USR2 comes 14-28 s after every
-    (re)start (its ~30 s signal cycle), so a training of 40 steps (with start-up over 30 s here) is
-    stopped at least once; each run stops at a step, is requeued and resumes at that exact step."""
+    (re)start (its ~30 s signal cycle), so a training of 160 steps (over 30 s at ~18 samples/s on
+    one core) is stopped at least once; each run stops at a step, is requeued and resumes at that exact step."""
     from jobs.tasks import train_task
 
     extra = ["executor.time_min=1", "executor.signal_delay_s=30", "executor.max_requeues=40", "train.epochs=2",
-             "train.samples_per_epoch=80", "train.batch_size=4", "model.arch=tiny_global", "clicks.mode=multi"]
+             "train.samples_per_epoch=320", "train.batch_size=4", "model.arch=tiny_global", "clicks.mode=multi"]
     sweep_dir, _, _ = _sweep(tmp_path, builtin_dirs, {"model.input_size": [96]}, *extra)
     index = json.loads((sweep_dir / "sweep.json").read_text())
     (job_id,), run_dir = index["jobs"]["train"], Path(index["experiments"][0]["run_dir"])
@@ -169,7 +169,7 @@ def test_training_past_its_time_limit_is_requeued_until_done_and_ends_as_if_unin
     train_task(str(ref_dir))
     resumed = checkpoint.load(checkpoint.list_checkpoints(run_dir)[-1][1])
     reference = checkpoint.load(checkpoint.list_checkpoints(ref_dir)[-1][1])
-    assert resumed["step"] == reference["step"] == 40
+    assert resumed["step"] == reference["step"] == 160
     for key, value in reference["model"].items():
         torch.testing.assert_close(resumed["model"][key], value, rtol=0, atol=0, msg=key)
 
