@@ -14,8 +14,12 @@ import signal
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
+# Bitwise-reproducible CPU runs: MKL otherwise picks code paths by memory alignment. Read when
+# MKL starts, so it must be set before torch is imported (jobs.tasks also sets it for its launches).
+os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
