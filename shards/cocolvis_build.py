@@ -28,7 +28,6 @@ skipped (``size_mismatch``). OpenCV 4.11 and later fill polygons inside the imag
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections import Counter, defaultdict
@@ -40,7 +39,7 @@ import cv2
 import numpy as np
 
 from .format import pack_masks
-from .writer import ConversionError, Converter, SkipItem, SourceSample, load_image
+from .writer import ConversionError, Converter, SkipItem, SourceSample, load_image, sha256_file
 
 __all__ = ["BuildOptions", "CocoLvisBuildConverter", "build_objects", "check_opencv", "containment_hierarchy",
            "rasterize_polygons"]
@@ -219,14 +218,6 @@ def _count(counts: Counter, key: str, dropped: bool) -> bool:
 Item = tuple[str, str, str, tuple[int, int], list, list]
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _read_json(path: Path, what: str) -> dict:
     try:
         with open(path, encoding="utf-8") as f:
@@ -362,8 +353,8 @@ class CocoLvisBuildConverter(Converter):
             rules.update(r.get("extra", {}).get("counts", {}))
             rules.update(Counter(f"skipped_{e['reason']}" for e in r["skipped"]))
         return {"build": {
-            "inputs": {"lvis_json": {"path": str(self.lvis_json), "sha256": _sha256(self.lvis_json)},
-                       "panoptic_json": {"path": str(self.panoptic_json), "sha256": _sha256(self.panoptic_json)}},
+            "inputs": {"lvis_json": {"path": str(self.lvis_json), "sha256": sha256_file(self.lvis_json)},
+                       "panoptic_json": {"path": str(self.panoptic_json), "sha256": sha256_file(self.panoptic_json)}},
             "opencv": cv2.__version__,
             "rules": dict(sorted(rules.items())),
         }}
