@@ -147,24 +147,25 @@ class HQSeg44kConverter(FolderConverter):
             raise ValueError("hqseg44k: the dataset root is required")
         self.root = Path(self.root)
         self.checksum_sources = self.split == "val"  # 44k training files: counts and sizes only
-        known = [s for s in HQSEG44K_SUBSETS if s[0] == self.split]
-        names = [s[1] for s in known]
+        names = [s[1] for s in HQSEG44K_SUBSETS if s[0] == self.split]
         unknown = sorted(set(self.subsets) - set(names))
         if unknown:
             raise ValueError(f"hqseg44k: unknown {self.split} subset(s) {unknown}; known: {names}")
         self.subsets = tuple(n for n in names if not self.subsets or n in self.subsets)
-        for _split, name, images, masks in known:
-            if name in self.subsets:
-                for d in (self.root / images, self.root / masks):
-                    if not d.is_dir():
-                        raise FileNotFoundError(f"hqseg44k: folder {d} of subset {name} does not exist")
+        for name, images, masks in self._folders():
+            for d in (images, masks):
+                if not d.is_dir():
+                    raise FileNotFoundError(f"hqseg44k: folder {d} of subset {name} does not exist")
+
+    def _folders(self) -> list[tuple[str, Path, Path]]:
+        """(name, images folder, masks folder) of each chosen subset, in table order."""
+        return [(name, self.root / images, self.root / masks)
+                for split, name, images, masks in HQSEG44K_SUBSETS if split == self.split and name in self.subsets]
 
     def list_items(self) -> list[Item]:
         items: list[Item] = []
-        for _split, name, images, masks in HQSEG44K_SUBSETS:
-            if _split == self.split and name in self.subsets:
-                part = FolderConverter(images=self.root / images, masks=self.root / masks, root=self.root)
-                items += part.list_items()
+        for _name, images, masks in self._folders():
+            items += FolderConverter(images=images, masks=masks, root=self.root).list_items()
         return items
 
     def options(self) -> dict:
