@@ -202,6 +202,8 @@ def make_scene(
 def _pack(masks: list[np.ndarray], h: int, w: int) -> tuple[list[np.ndarray], list[tuple[int, int]]]:
     """RITM-style uint8 layers (PNG-encodable) and (layer, value) per mask."""
     layers, mapping = pack_masks(masks, h, w)
+    if any(value > 255 for _, value in mapping):
+        raise OverflowError("more than 255 objects in one layer do not fit RITM's uint8 PNG layers")
     return [layer.astype(np.uint8) for layer in layers], mapping
 
 
