@@ -5,7 +5,8 @@
     python launch.py shard FORMAT --root DIR --out DIR ...   # convert a dataset on disk to shards
     python launch.py shard FORMAT ... --submit CONFIG [executor.k=v]  # the same as a job array
     python launch.py sweep configs/demo.yaml [key=value ...] # run or submit a grid of experiments
-    python launch.py eval RUN_DIR [--follow]                 # evaluate every new checkpoint of a run
+    python launch.py eval RUN_DIR [--follow] [eval.k=v]      # evaluate every new checkpoint of a run
+    python launch.py eval --checkpoint PATH --dataset NAME=SHARD_DIR [eval.k=v]  # one checkpoint
     python launch.py status [SWEEP_DIR]                      # where is my sweep
     python launch.py cancel SWEEP_DIR                        # scancel all its jobs
     python launch.py report SWEEP_OR_RUN_DIRS... [--baseline EXP]
@@ -45,10 +46,35 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    overrides = [a for a in args.runs if "=" in a]
+    runs = [a for a in args.runs if "=" not in a]
+    bad = [o for o in overrides if not o.startswith("eval.")]
+    if bad:
+        raise ConfigError(f"evaluation overrides must set eval.* keys, got {bad}")
+    if args.checkpoint:
+        from clickseg.config import load_config
+        from clickseg.eval.checkpoint_eval import evaluate_checkpoint
+
+        if runs or not args.dataset:
+            raise ConfigError("--checkpoint takes --dataset NAME=SHARD_DIR (one or more) and no run directories")
+        datasets = {}
+        for spec in args.dataset:
+            name, sep, path = spec.partition("=")
+            if not sep or not name or not path:
+                raise ConfigError(f"--dataset {spec!r}: expected NAME=SHARD_DIR")
+            datasets[name] = path
+        cfg = load_config(None, overrides)
+        out = args.out or str(Path("runs/eval") / Path(args.checkpoint).stem)
+        evaluate_checkpoint(args.checkpoint, datasets, cfg.eval, out, args.device)
+        print(f"results and per-instance IoUs in {out}")
+        return 0
     from clickseg.eval.evaluate import evaluate_run, follow_run
 
-    for run in args.runs:
-        follow_run(run) if args.follow else evaluate_run(run)
+    if not runs:
+        raise ConfigError("launch.py eval needs RUN_DIR(s), or --checkpoint PATH --dataset NAME=SHARD_DIR")
+    for run in runs:
+        follow_run(run, device=args.device, overrides=overrides) if args.follow else \
+            evaluate_run(run, device=args.device, overrides=overrides)
     return 0
 
 
@@ -123,9 +149,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("overrides", nargs="*", help="key=value applied to every grid point")
     p.add_argument("--root", default="runs/sweeps", help="where sweep directories are created")
     p.set_defaults(func=cmd_sweep)
-    p = sub.add_parser("eval", help="evaluate every checkpoint of a run not evaluated yet")
-    p.add_argument("runs", nargs="+")
+    p = sub.add_parser("eval", help="evaluate every checkpoint of a run not evaluated yet, or one checkpoint")
+    p.add_argument("runs", nargs="*", metavar="RUN_DIR | eval.key=value",
+                   help="run directories, and eval.* overrides of the protocol (e.g. eval.protocol=random)")
     p.add_argument("--follow", action="store_true", help="keep evaluating new checkpoints until training ends")
+    p.add_argument("--checkpoint", help="a clickseg or SegNext checkpoint file to evaluate instead of a run")
+    p.add_argument("--dataset", action="append", default=[], metavar="NAME=SHARD_DIR",
+                   help="with --checkpoint: a sharded evaluation set (repeatable)")
+    p.add_argument("--out", help="with --checkpoint: results directory (default runs/eval/<checkpoint stem>)")
+    p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_eval)
     p = sub.add_parser("report", help="table and plot of results")
     p.add_argument("paths", nargs="+", help="sweep or run directories")

@@ -138,12 +138,12 @@ def tb_tag(dataset: str, label: str, metric: str) -> str:
     return f"eval/{dataset}/{metric}" if label == "center" else f"eval/{dataset}/{label}/{metric}"
 
 
-def make_row(cfg: Config, epoch: int, dataset: str, protocol: Protocol, curve: bool, result: DatasetResult,
+def make_row(experiment: str, epoch: int, dataset: str, protocol: Protocol, curve: bool, result: DatasetResult,
              checkpoint_path: str) -> dict:
     """One results.jsonl row: summary with CIs, per-instance IoUs (draw mean) and, for several
     draws, the IoU of every draw."""
     metrics, ci = summarize_draws(result.ious) if len(result.ious) else ({}, {})
-    row = {"experiment": cfg.name, "epoch": epoch, "dataset": dataset, "protocol": row_label(protocol, curve),
+    row = {"experiment": experiment, "epoch": epoch, "dataset": dataset, "protocol": row_label(protocol, curve),
            "clicker": protocol.name, "options": protocol.options(), "scaling_curve": curve,
            "threshold": protocol.threshold, "n_clicks": protocol.n_clicks, "draws": protocol.draws,
            "seed": protocol.seed, "instances": len(result.ious), "skipped_empty": result.skipped_empty,
@@ -182,7 +182,7 @@ def evaluate_run(run_dir: str | Path, cfg: Config | None = None, device: str = "
         predictor = Predictor(load_checkpoint(path, device), device)
         for name, dataset_dir, protocol, curve in todo:
             result = evaluate_dataset(predictor, dataset_dir, protocol, name, cfg.eval.max_instances)
-            row = make_row(cfg, epoch, name, protocol, curve, result, str(path))
+            row = make_row(cfg.name, epoch, name, protocol, curve, result, str(path))
             append_result(run_dir, row)
             done.add((epoch, name, row["protocol"]))
             new_rows.append(row)

@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from clickseg.architectures import Architecture
 from clickseg.model.decoder import MaskDecoder
 from clickseg.model.image_encoder import ImageEncoder
 from clickseg.model.prompt_encoder import PromptEncoder
@@ -21,8 +22,10 @@ class SegNext(nn.Module):
     (``clickseg.predictor``); training feeds T x T crops directly.
     """
 
-    def __init__(self, image_encoder: ImageEncoder, prompt_encoder: PromptEncoder, decoder: MaskDecoder):
+    def __init__(self, image_encoder: ImageEncoder, prompt_encoder: PromptEncoder, decoder: MaskDecoder,
+                 arch: Architecture | None = None):
         super().__init__()
+        self.arch = arch  # the sizes it was built from (needed to export a SegNext config)
         self.image_encoder = image_encoder
         self.prompt_encoder = prompt_encoder
         self.decoder = decoder
