@@ -131,3 +131,34 @@ def test_empty_objects_are_skipped_and_counted(builtin_dirs, tmp_path, monkeypat
     cfg = load_config(None, ["eval.protocol=random", "eval.n_clicks=1", "eval.draws=2"]).eval
     result = ev.evaluate_dataset(Predictor(model), str(builtin_dirs["davis"]), cfg, "davis")
     assert result.skipped_empty == 2 and result.ious.shape == (3, 2, 1) and len(result.names) == 3
+
+
+def test_launch_eval_checkpoint_prints_tables_and_saves_ious(builtin_dirs, tmp_path, capsys):
+    """``launch.py eval --checkpoint`` on a SegNext-format file: one table per dataset, IoU arrays saved."""
+    import launch
+    from pathlib import Path
+
+    ckpt = Path(__file__).parent / "data" / "segnext_ref" / "sax1_448.pth"
+    out = tmp_path / "ev"
+    rc = launch.main(["eval", "--checkpoint", str(ckpt), "--dataset", f"davis={builtin_dirs['davis']}",
+                      "--dataset", f"again={builtin_dirs['davis']}", "--out", str(out), "eval.n_clicks=5"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    ious = np.load(out / "davis.center.ious.npy")
+    assert ious.shape == (12, 1, 5)
+    assert np.array_equal(np.load(out / "again.center.ious.npy"), ious)
+    assert json.loads((out / "davis.center.instances.json").read_text())[0].endswith("#1")
+    rows = read_results(out)
+    assert [(r["experiment"], r["dataset"]) for r in rows] == [("sax1_448", "davis"), ("sax1_448", "again")]
+    m = rows[0]["metrics"]
+    assert m["mIoU@1"] == pytest_approx(ious[:, 0, 0].mean())
+    for line in ("NoC@85  NoC@90  NoC@95  NoF@90  NoF@95  5-mIoU  s/click",
+                 f"mIoU@1={ious[:, 0, 0].mean():.4f}  mIoU@2={ious[:, 0, 1].mean():.4f}",
+                 f"mIoU@5={ious[:, 0, 4].mean():.4f}"):
+        assert line in text
+    assert text.count("davis [center]: 12 instances, 0 empty skipped") == 1
+    assert launch.main(["eval", "--checkpoint", str(ckpt), "--dataset", "davis"]) == 2
+    assert "expected NAME=SHARD_DIR" in capsys.readouterr().err
+    assert launch.main(["eval", "--checkpoint", str(ckpt), "--dataset", f"d={tmp_path}", "--out", str(out)]) == 2
+    assert f"dataset 'd': {tmp_path} has no manifest.json" in capsys.readouterr().err
+    assert len(read_results(out)) == 2  # nothing written by the refused calls
