@@ -121,8 +121,9 @@ class EvalConfig:
     """Jittered copies lie within this many pixels (original image) of the click, inside its region."""
     scaling_curve: list[int] = field(default_factory=list)
     """Also evaluate mIoU@1 for each K listed (e.g. [1, 2, 4, 8, 16]) with the seconds per image."""
-    max_batch: int = 64
-    """Most prompts decoded in one batched call."""
+    max_batch: int = 0
+    """Most prompts decoded in one batched call; 0: 8 on CPU (larger batches are slower there:
+    the head's stride-4 maps outgrow the caches, see bench/eval_batching.py), 64 on a GPU."""
     max_instances: int = 0
     """Evaluate only the first N instances of each set (0: all)."""
 
@@ -311,7 +312,7 @@ def validate(cfg: Config) -> None:
     need(e.scaling >= 1, "eval.scaling", "must be >= 1")
     need(e.jitter_radius >= 0, "eval.jitter_radius", "must be >= 0")
     need(all(k >= 1 for k in e.scaling_curve), "eval.scaling_curve", "every K must be >= 1")
-    need(e.max_batch >= 1, "eval.max_batch", "must be >= 1")
+    need(e.max_batch >= 0, "eval.max_batch", "must be >= 0 (0: chosen by device)")
     need(e.max_instances >= 0, "eval.max_instances", "must be >= 0")
     need(cfg.executor.type in EXECUTORS, "executor.type", f"one of {EXECUTORS}")
     need(cfg.executor.nodes >= 1, "executor.nodes", "must be >= 1")

@@ -153,7 +153,7 @@ def test_k1_equals_the_plain_loop_with_the_real_model():
 def test_draws_variants_and_views_run_as_one_batch_per_view_and_click():
     image, gt = scene()
     stub = StubPredictor()
-    p = Protocol("random", n_clicks=4, draws=5, scaling=8, flips="hv", jitter_radius=3)
+    p = Protocol("random", n_clicks=4, draws=5, scaling=8, flips="hv", jitter_radius=3, max_batch=64)
     views = Views(stub, p.flips)
     views.set_image(image)
     stub.calls.clear()
@@ -166,6 +166,10 @@ def test_draws_variants_and_views_run_as_one_batch_per_view_and_click():
     chunked.set_image(image)
     out = evaluate_views(chunked, gt, Protocol("random", n_clicks=2, draws=5, scaling=8, max_batch=16), "toy", 0)
     assert chunked.items[0][1].calls == [16, 16, 8] * 2
+    auto = Views(StubPredictor(), "none")  # max_batch 0: 8 prompts per decode on CPU
+    auto.set_image(image)
+    evaluate_views(auto, gt, Protocol("random", n_clicks=2, draws=5, scaling=8), "toy", 0)
+    assert auto.items[0][1].calls == [8] * 5 * 2
     np.testing.assert_array_equal(out, evaluate_image_instance(StubPredictor(), image, gt,
                                                                Protocol("random", n_clicks=2, draws=5, scaling=8),
                                                                "toy", 0))

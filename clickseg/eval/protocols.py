@@ -37,18 +37,18 @@ class Protocol:
     flips: str = "none"
     scaling: int = 1
     jitter_radius: int = 5
-    max_batch: int = 64
+    max_batch: int = 0  # 0: auto_batch(device)
 
     def __post_init__(self):
         if self.name not in ("center", "random"):
             raise ValueError(f"protocol name must be 'center' or 'random', got {self.name!r}")
         if self.flips not in VIEWS:
             raise ValueError(f"flips must be one of {tuple(VIEWS)}, got {self.flips!r}")
-        for key in ("n_clicks", "draws", "scaling", "max_batch"):
+        for key in ("n_clicks", "draws", "scaling"):
             if getattr(self, key) < 1:
                 raise ValueError(f"protocol {key} must be >= 1, got {getattr(self, key)}")
-        if self.seed < 0 or self.jitter_radius < 0:
-            raise ValueError("protocol seed and jitter_radius must be >= 0")
+        if self.seed < 0 or self.jitter_radius < 0 or self.max_batch < 0:
+            raise ValueError("protocol seed, jitter_radius and max_batch must be >= 0")
 
     @classmethod
     def from_config(cls, cfg, **changes) -> "Protocol":
@@ -156,7 +156,15 @@ class Views:
             p.set_image(flip_image(image, view))
 
 
+def auto_batch(predictor) -> int:
+    """Prompts per decode when ``max_batch`` is 0: 8 on CPU, where bigger batches run slower
+    (bench/eval_batching.py), 64 on accelerators."""
+    device = getattr(predictor, "device", None)
+    return 8 if device is None or getattr(device, "type", "cpu") == "cpu" else 64
+
+
 def _decode(pred, click_lists: list[list[Click]], prev: np.ndarray | None, max_batch: int) -> np.ndarray:
+    max_batch = max_batch or auto_batch(pred)
     outs = []
     for i in range(0, len(click_lists), max_batch):
         chunk_prev = None if prev is None else np.ascontiguousarray(prev[i:i + max_batch])
