@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pickle
-import time
 from pathlib import Path
 
 import cv2
@@ -105,8 +104,3 @@ def test_davis_layout_and_soft_edges(tmp_path: Path) -> None:
         soft += bool(((gt > 0) & (gt < 255)).any())
     assert 0 < soft < len(names)  # some soft-edged masks, some hard
 
-
-def test_speed(tmp_path: Path) -> None:
-    start = time.perf_counter()
-    write_cocolvis(tmp_path, 40, size=256, seed=0)
-    assert time.perf_counter() - start < 15  # ~0.02 s per 256x256 image on one core
