@@ -317,6 +317,8 @@ def validate(cfg: Config) -> None:
     need(cfg.executor.type in EXECUTORS, "executor.type", f"one of {EXECUTORS}")
     need(cfg.executor.nodes >= 1, "executor.nodes", "must be >= 1")
     need(cfg.executor.max_requeues >= 0, "executor.max_requeues", "must be >= 0")
+    need(cfg.executor.gpus_per_node in (0, t.num_processes), "train.num_processes",
+         f"must equal executor.gpus_per_node ({cfg.executor.gpus_per_node}): one training process per GPU")
     need(0 < cfg.executor.signal_delay_s < 60 * cfg.executor.time_min or cfg.executor.type == "local",
          "executor.signal_delay_s", f"must be > 0 and below the time limit ({60 * cfg.executor.time_min} s)")
     need(cfg.executor.array_parallelism >= 1, "executor.array_parallelism", "must be >= 1")

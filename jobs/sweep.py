@@ -19,13 +19,16 @@ from typing import Any
 from clickseg.config import save_config
 from jobs.executor import make_executor
 from jobs.grid import Experiment, expand
-from jobs.tasks import TrainJob, eval_task
+from jobs.tasks import EvalJob, TrainJob
 
 
 def code_version() -> dict[str, Any]:
-    """Git commit and dirtiness of the working tree the sweep was launched from."""
+    """Git commit and dirtiness of the clickseg checkout the sweep was launched with."""
+    repo = Path(__file__).resolve().parents[1]
+
     def git(*args: str) -> str:
-        return subprocess.run(["git", *args], capture_output=True, text=True, check=True).stdout.strip()
+        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,
+                              check=True).stdout.strip()
     try:
         return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain"))}
     except (subprocess.CalledProcessError, FileNotFoundError):
@@ -72,7 +75,8 @@ def submit_slurm(sweep_dir: Path, experiments: list[Experiment]) -> dict[str, An
     eval_cfg = cfg.executor.__class__(**{**cfg.executor.__dict__, "gpus_per_node": min(1, cfg.executor.gpus_per_node),
                                         "nodes": 1})
     eval_ex = make_executor(eval_cfg, sweep_dir / "submitit", name=f"eval-{sweep_dir.name}")
-    eval_jobs = eval_ex.map_array(eval_task, runs)
+    with eval_ex.batch():
+        eval_jobs = [eval_ex.submit(EvalJob(run)) for run in runs]
     return {"train": [j.job_id for j in train_jobs], "eval": [j.job_id for j in eval_jobs]}
 
 
@@ -93,7 +97,7 @@ def run_local(sweep_dir: Path, experiments: list[Experiment], poll_s: float = 2.
         while pending and n_train < max(1, cfg.executor.array_parallelism):
             exp = pending.pop(0)
             for kind, job_args in (("train", (TrainJob(exp.config.run_dir),)),
-                                   ("eval", (eval_task, exp.config.run_dir))):
+                                   ("eval", (EvalJob(exp.config.run_dir),))):
                 job = executor.submit(*job_args)
                 running.append((f"{kind}:{exp.name}", job))
                 index["jobs"].setdefault(exp.name, {})[kind] = job.job_id

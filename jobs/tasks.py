@@ -13,7 +13,19 @@ import submitit
 
 from clickseg.config import load_config
 
-ACCELERATE_PORT = 29500
+
+def rendezvous_port() -> int:
+    """The port of the first node's rendezvous: derived from the Slurm job id (the same on every
+    node of the job, and different for two jobs sharing a node), else a free local port."""
+    job = os.environ.get("SLURM_JOB_ID")
+    if job and job.isdigit():
+        return 20000 + int(job) % 20000
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
 
 # The accelerate launcher of the training running in this job process, for checkpoint(): the
 # TrainJob that submitit's signal handler calls may not be the instance that started it.
@@ -21,7 +33,8 @@ _launcher: subprocess.Popen | None = None
 
 
 def accelerate_command(config_path: str, num_processes: int, num_machines: int = 1, machine_rank: int = 0,
-                       main_ip: str = "127.0.0.1", use_cpu: bool = True, mixed_precision: str = "no") -> list[str]:
+                       main_ip: str = "127.0.0.1", use_cpu: bool = True, mixed_precision: str = "no",
+                       port: int | None = None) -> list[str]:
     """``accelerate launch`` for one node of a (possibly multi-node) training.
 
     On CPU, several processes need ``--multi_gpu`` plus ``ACCELERATE_USE_CPU=1``
@@ -36,8 +49,9 @@ def accelerate_command(config_path: str, num_processes: int, num_machines: int =
     elif use_cpu:
         cmd += ["--cpu"]
     if num_machines > 1:
-        cmd += ["--machine_rank", str(machine_rank), "--main_process_ip", main_ip,
-                "--main_process_port", str(ACCELERATE_PORT)]
+        cmd += ["--machine_rank", str(machine_rank), "--main_process_ip", main_ip]
+    if total > 1:  # never accelerate's fixed default: two jobs on one node would collide
+        cmd += ["--main_process_port", str(port or rendezvous_port())]
     return cmd + ["-m", "clickseg.train", config_path]
 
 
@@ -162,6 +176,11 @@ def train_task(run_dir: str) -> str:
                                             start_new_session=True, preexec_fn=_ignore_usr2)
         try:
             proc.wait()
+        except submitit.core.utils.UncompletedJobError as e:  # raised by submitit's USR2 handler
+            # The training has saved and stopped, but submitit will not requeue it (out of requeues).
+            if rank == 0:
+                _mark_failed(run, f"stopped and not requeued: {e}")
+            raise
         finally:
             _launcher = None
     if proc.returncode != 0:
@@ -174,6 +193,19 @@ def train_task(run_dir: str) -> str:
 
 def eval_task(run_dir: str) -> int:
     """Evaluate each checkpoint of an experiment as it appears, until its training has ended."""
+    import torch
+
     from clickseg.eval.evaluate import follow_run
 
-    return follow_run(run_dir)
+    return follow_run(run_dir, device="cuda" if torch.cuda.is_available() else "cpu")
+
+
+class EvalJob(submitit.helpers.Checkpointable):
+    """The evaluation job of one experiment, requeued like training on Slurm's warning signal
+    (it outlives a training that is requeued); the requeued job skips what is already evaluated."""
+
+    def __init__(self, run_dir: str) -> None:
+        self.run_dir = str(run_dir)
+
+    def __call__(self) -> int:
+        return eval_task(self.run_dir)

@@ -29,6 +29,7 @@ def test_yaml_and_overrides(tmp_path):
     ("eval.threshold=1.5", "eval.threshold"),
     ("executor.type=kubernetes", "executor.type"),
     ("data.stuff_prob=2", "data.stuff_prob"),
+    ("executor.gpus_per_node=8", "train.num_processes"),  # 8 GPUs but one process
 ])
 def test_bad_values_name_the_key(override, key):
     with pytest.raises(ConfigError) as err:

@@ -105,6 +105,9 @@ def test_protocol_overrides_and_scaling_curve_add_rows_without_overwriting(built
                                              "random-c2-s1-fliph-K2r5@1"]
     assert (run_dir / "results.jsonl").read_text().startswith(before)  # appended, nothing rewritten
     assert evaluate_run(run_dir, overrides=overrides) == []
+    more = evaluate_run(run_dir, overrides=["eval.max_instances=4", "eval.n_clicks=2"])  # new budget and limit
+    assert [(r["protocol"], r["n_clicks"], r["max_instances"], r["instances"]) for r in more] == [("center", 2, 4, 4)]
+    assert evaluate_run(run_dir, overrides=["eval.max_instances=4", "eval.n_clicks=2"]) == []
     main, k1, k2 = rows
     assert np.asarray(main["draw_ious"]).shape == (3, 2, 2) and np.asarray(main["ious"]).shape == (3, 2)
     assert main["metrics"]["draws"] == 2 and main["options"]["flips"] == "h" and not main["scaling_curve"]

@@ -150,6 +150,20 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     assert [e for e, _ in checkpoint.list_checkpoints(tmp_path)] == [2]
 
 
+def test_rendezvous_port_is_shared_by_the_nodes_of_a_job_and_differs_between_jobs(monkeypatch):
+    def port(job_id: str, machine_rank: int) -> str:
+        monkeypatch.setenv("SLURM_JOB_ID", job_id)
+        cmd = accelerate_command("c.yaml", num_processes=4, num_machines=2, machine_rank=machine_rank,
+                                 main_ip="node1", use_cpu=False)
+        return cmd[cmd.index("--main_process_port") + 1]
+
+    assert port("4711", 0) == port("4711", 1) != port("4712", 0)
+    monkeypatch.setenv("SLURM_JOB_ID", "4711")
+    single = accelerate_command("c.yaml", num_processes=2)  # one node, 2 processes: its own port too
+    assert single[single.index("--main_process_port") + 1] == port("4711", 0)
+    assert "--main_process_port" not in accelerate_command("c.yaml", num_processes=1)
+
+
 def test_two_cpu_processes_stay_in_sync(builtin_dirs, tmp_path):
     run_dir = tmp_path / "ddp"
     cmd = accelerate_command(str(REPO / "configs" / "demo.yaml"), num_processes=2)

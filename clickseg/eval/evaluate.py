@@ -139,14 +139,15 @@ def tb_tag(dataset: str, label: str, metric: str) -> str:
 
 
 def make_row(experiment: str, epoch: int, dataset: str, protocol: Protocol, curve: bool, result: DatasetResult,
-             checkpoint_path: str) -> dict:
+             checkpoint_path: str, max_instances: int = 0) -> dict:
     """One results.jsonl row: summary with CIs, per-instance IoUs (draw mean) and, for several
     draws, the IoU of every draw."""
     metrics, ci = summarize_draws(result.ious) if len(result.ious) else ({}, {})
     row = {"experiment": experiment, "epoch": epoch, "dataset": dataset, "protocol": row_label(protocol, curve),
            "clicker": protocol.name, "options": protocol.options(), "scaling_curve": curve,
            "threshold": protocol.threshold, "n_clicks": protocol.n_clicks, "draws": protocol.draws,
-           "seed": protocol.seed, "instances": len(result.ious), "skipped_empty": result.skipped_empty,
+           "seed": protocol.seed, "max_instances": max_instances, "instances": len(result.ious),
+           "skipped_empty": result.skipped_empty,
            "checkpoint": checkpoint_path, "seconds": round(result.seconds, 3),
            "seconds_per_image": round(result.seconds / max(1, result.images), 4),
            "metrics": metrics, "ci": ci, "instance_names": result.names,
@@ -170,21 +171,25 @@ def evaluate_run(run_dir: str | Path, cfg: Config | None = None, device: str = "
     if bad:
         raise ConfigError(f"evaluation overrides must set eval.* keys, got {bad}")
     cfg = cfg or load_config(run_dir / "config.yaml", list(overrides))
-    done = {(r["epoch"], r["dataset"], r["protocol"]) for r in read_results(run_dir)}
+    # A row counts as done for the same protocol label, click budget and instance limit; a new
+    # budget or limit adds rows (the report uses the latest row of a label).
+    done = {(r["epoch"], r["dataset"], r["protocol"], r.get("n_clicks"), r.get("max_instances", 0))
+            for r in read_results(run_dir)}
     plan = protocols_of(cfg.eval)
+    limit = cfg.eval.max_instances
     new_rows = []
     writer = None
     for epoch, path in checkpoint.list_checkpoints(run_dir):
         todo = [(name, d, p, curve) for name, d in cfg.data.eval.items() for p, curve in plan
-                if (epoch, name, row_label(p, curve)) not in done]
+                if (epoch, name, row_label(p, curve), p.n_clicks, limit) not in done]
         if not todo:
             continue
         predictor = Predictor(load_checkpoint(path, device), device)
         for name, dataset_dir, protocol, curve in todo:
             result = evaluate_dataset(predictor, dataset_dir, protocol, name, cfg.eval.max_instances)
-            row = make_row(cfg.name, epoch, name, protocol, curve, result, str(path))
+            row = make_row(cfg.name, epoch, name, protocol, curve, result, str(path), limit)
             append_result(run_dir, row)
-            done.add((epoch, name, row["protocol"]))
+            done.add((epoch, name, row["protocol"], protocol.n_clicks, limit))
             new_rows.append(row)
             if writer is None:
                 from torch.utils.tensorboard import SummaryWriter
@@ -215,7 +220,8 @@ def training_status(run_dir: str | Path) -> str:
 def follow_run(run_dir: str | Path, poll_s: float = 5.0, device: str = "cpu", timeout_s: float | None = None,
                overrides: Sequence[str] = ()) -> int:
     """Evaluate checkpoints as they appear until training is done or failed; return rows written."""
-    torch.set_num_threads(1)
+    # Its own CPUs in a Slurm job; one thread next to a local training.
+    torch.set_num_threads(int(os.environ.get("SLURM_CPUS_PER_TASK", "1")))
     cfg = load_config(Path(run_dir) / "config.yaml", list(overrides))
     start, total = time.time(), 0
     while True:

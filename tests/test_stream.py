@@ -1,0 +1,59 @@
+"""The training stream: every rank (and dataloader worker) reads a disjoint part of the data."""
+import tarfile
+from itertools import islice
+from pathlib import Path
+
+import pytest
+
+from builtin_data import tiny_overrides
+from clickseg.config import load_config
+from clickseg.data.stream import Slot, TrainStream, assign
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _keys(cfg, rank: int, world: int, n: int) -> set[str]:
+    return {item["key"] for item in islice(TrainStream(cfg, rank, world), n)}
+
+
+@pytest.mark.parametrize("slots", [2, 3, 4, 6, 7, 13])
+def test_slots_split_shards_or_samples_disjointly(slots):
+    urls = [f"s{i}.tar" for i in range(6)]
+    parts = [assign(urls, Slot(i, slots)) for i in range(slots)]
+    if slots <= len(urls):  # whole shards: each shard read by exactly one slot
+        assert not any(by_sample for _, by_sample in parts)
+        assert sorted(u for shard_list, _ in parts for u in shard_list) == urls
+    else:  # every shard read by all slots, each keeping every n-th sample
+        assert all(by_sample and shard_list == urls for shard_list, by_sample in parts)
+
+
+def _shard_keys(shard_dir: Path) -> dict[str, list[str]]:
+    """Sample keys of every shard, in file order, read with plain tarfile."""
+    out = {}
+    for url in sorted(shard_dir.glob("*.tar")):
+        with tarfile.open(url) as tar:
+            keys = [m.name.split(".", 1)[0] for m in tar.getmembers()]
+        out[str(url)] = list(dict.fromkeys(keys))
+    return out
+
+
+@pytest.mark.parametrize("world", [2, 7])  # 7 ranks > 6 shards: split by sample within each shard
+def test_ranks_see_disjoint_samples_that_together_cover_the_data(builtin_dirs, tmp_path, world):
+    cfg = load_config(REPO / "configs" / "demo.yaml", tiny_overrides(
+        builtin_dirs, tmp_path / "run", **{"model.arch": "tiny_global", "model.input_size": 96}))
+    shard_keys = _shard_keys(builtin_dirs["cocolvis-train"])
+    assert len(shard_keys) == 6 and sum(map(len, shard_keys.values())) == 120
+    by_shard = world > len(shard_keys)
+    expected = [{f"{url}:{key}" for j, (url, keys) in enumerate(shard_keys.items()) for i, key in enumerate(keys)
+                 if (i if by_shard else j) % world == rank} for rank in range(world)]
+    # Ten passes over the data and over each rank's share: a crop without a usable object is
+    # dropped (at random for small objects), and a few images have no usable object at all.
+    everything = _keys(cfg, 0, 1, 1200)
+    per_rank = [_keys(cfg, rank, world, 10 * len(expected[rank])) for rank in range(world)]
+    for rank in range(world):
+        assert per_rank[rank] <= expected[rank], sorted(per_rank[rank] - expected[rank])[:5]
+    for a in range(world):
+        for b in range(a + 1, world):
+            assert not per_rank[a] & per_rank[b]
+    union = set().union(*per_rank)  # the ranks together read what one process reads (bar a few rare crops)
+    assert len(everything) > 100 and len(union & everything) >= len(everything) - 3, len(everything - union)
