@@ -8,9 +8,10 @@ For each case it builds SegNext's ``PlainVitModel`` (small sizes, seeded weights
 it exactly as SegNext saves checkpoints (``{'state_dict', 'config': model._config}``),
 and runs SegNext's evaluation loop (``isegm.inference``: ``Clicker``, ``BasePredictor``,
 ``get_iou``, threshold 0.49) on seeded images and masks. It records every click, the
-IoU after every click, and the probabilities on a strided pixel grid. SegNext's head
-imports ``mmcv.cnn.ConvModule``; when mmcv is not installed, a stand-in with the same
-computation (1x1 conv with bias, then ReLU, attribute ``conv``) is put on the path.
+IoU after every click, and the probabilities on a strided pixel grid (stride 7; 23 on the
+two large images); ``stride/<image>`` holds each image's stride. SegNext's head imports
+``mmcv.cnn.ConvModule``; when mmcv is not installed, a stand-in with the same computation
+(1x1 conv with bias, then ReLU, attribute ``conv``) is put on the path.
 """
 from __future__ import annotations
 
@@ -40,11 +41,18 @@ class ConvModule(nn.Module):
 CASES = {
     "sax2_512": (512, 32, 4, 2, 2, 2, [16, 32, 32, 64], 16),   # 2 x 2 windows of 16 x 16 tokens
     "sax1_448": (448, 32, 3, 2, 3, 1, [16, 16, 32, 32], 16),   # 2 x 2 windows of 14 x 14 tokens
+    # the ViT-B 1024 layout: 4 x 4 windows of 16 x 16 tokens; 8 wide, as its position embedding
+    # (64 x 64 tokens) dominates the checkpoint's size
+    "sax2_1024": (1024, 8, 4, 2, 2, 2, [8, 8, 16, 16], 8),
 }
-# image sizes (H, W): odd sizes exercise the float32 click rounding and non-square resizing
-IMAGES = [(300, 200), (97, 131), (180, 320)]
+# images: (H, W, stride of the stored probability grid, pixel block size of the random image).
+# Odd sizes exercise the float32 click rounding and non-square resizing. The first three are
+# smaller than every input size; (480, 854) is a DAVIS frame, and it and (700, 520) are larger
+# than the 448 and 512 inputs (and resized unevenly on the two axes for 1024). The large ones
+# use a coarser grid and larger blocks to keep the recording small.
+IMAGES = [(300, 200, 7, 8), (97, 131, 7, 8), (180, 320, 7, 8), (480, 854, 23, 16), (700, 520, 23, 16)]
+CASE_IMAGES = {"sax2_1024": [1, 3, 4]}  # the images each case is run on; default: all
 N_CLICKS = 6
-STRIDE = 7  # probabilities are stored at pixels [::STRIDE, ::STRIDE]
 
 
 def make_model(PlainVitModel, size, dim, depth, heads, freq, fusion_depth, neck, head_ch, seed):
@@ -68,11 +76,11 @@ def make_model(PlainVitModel, size, dim, depth, heads, freq, fusion_depth, neck,
     return model.eval()
 
 
-def make_sample(h: int, w: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def make_sample(h: int, w: int, seed: int, block: int = 8) -> tuple[np.ndarray, np.ndarray]:
     """A blocky random image and a mask (1 object: ellipse + bar, -1 ignore band, 0 background)."""
     rng = np.random.default_rng(seed)
-    blocks = rng.integers(0, 256, size=(h // 8 + 1, w // 8 + 1, 3), dtype=np.uint8)
-    image = np.ascontiguousarray(np.repeat(np.repeat(blocks, 8, axis=0), 8, axis=1)[:h, :w])
+    blocks = rng.integers(0, 256, size=(h // block + 1, w // block + 1, 3), dtype=np.uint8)
+    image = np.ascontiguousarray(np.repeat(np.repeat(blocks, block, axis=0), block, axis=1)[:h, :w])
     yy, xx = np.mgrid[:h, :w]
     cy, cx = h * rng.uniform(0.3, 0.6), w * rng.uniform(0.3, 0.6)
     gt = np.zeros((h, w), np.int32)
@@ -115,8 +123,9 @@ def main() -> None:
         model = make_model(PlainVitModel, *spec, seed=k)
         torch.save({"state_dict": model.state_dict(), "config": model._config}, out / f"{name}.pth")
         predictor = BasePredictor(model)
-        for j, (h, w) in enumerate(IMAGES):
-            image, gt = make_sample(h, w, seed=j)
+        for j in CASE_IMAGES.get(name, range(len(IMAGES))):
+            h, w, stride, block = IMAGES[j]
+            image, gt = make_sample(h, w, seed=j, block=block)
             clicker = Clicker(gt_mask=gt)
             pred_mask = np.zeros_like(gt)
             clicks, ious, probs = [], [], []
@@ -129,9 +138,9 @@ def main() -> None:
                     c = clicker.clicks_list[-1]
                     clicks.append((int(c.coords[0]), int(c.coords[1]), int(bool(c.is_positive))))
                     ious.append(get_iou(gt, pred_mask))
-                    probs.append(prob[::STRIDE, ::STRIDE].astype(np.float32))
+                    probs.append(prob[::stride, ::stride].astype(np.float32))
             key = f"{name}/{j}"
-            arrays[f"image/{j}"], arrays[f"gt/{j}"] = image, gt
+            arrays[f"image/{j}"], arrays[f"gt/{j}"], arrays[f"stride/{j}"] = image, gt, np.int64(stride)
             arrays[f"{key}/clicks"] = np.array(clicks, np.int64)
             arrays[f"{key}/ious"] = np.array(ious, np.float32)
             arrays[f"{key}/probs"] = np.stack(probs)
