@@ -36,7 +36,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         return 0
     from clickseg.report import write_report  # imports torch: only where results are tabulated here
 
-    errors = run_local(sweep_dir, experiments)
+    try:
+        errors = run_local(sweep_dir, experiments)
+    except KeyboardInterrupt:
+        print(f"interrupted: every job was stopped; checkpoints and results so far are in {sweep_dir}",
+              file=sys.stderr)
+        return 130
     md = write_report(sweep_dir, [e.config.run_dir for e in experiments])
     print(f"\nmIoU@1 per experiment, epoch and dataset ({sweep_dir}/report.md, report.csv, miou.png):\n")
     print(md)

@@ -92,28 +92,34 @@ def run_local(sweep_dir: Path, experiments: list[Experiment], poll_s: float = 2.
     running: list[tuple[str, Any]] = []
     errors: list[str] = []
     index = read_index(sweep_dir)
-    while pending or running:
-        n_train = sum(1 for kind, _ in running if kind.startswith("train"))
-        while pending and n_train < max(1, cfg.executor.array_parallelism):
-            exp = pending.pop(0)
-            for kind, job_args in (("train", (TrainJob(exp.config.run_dir),)),
-                                   ("eval", (EvalJob(exp.config.run_dir),))):
-                job = executor.submit(*job_args)
-                running.append((f"{kind}:{exp.name}", job))
-                index["jobs"].setdefault(exp.name, {})[kind] = job.job_id
-            n_train += 1
-            write_index(sweep_dir, index)
-        time.sleep(poll_s)
-        still = []
+    try:
+        while pending or running:
+            n_train = sum(1 for kind, _ in running if kind.startswith("train"))
+            while pending and n_train < max(1, cfg.executor.array_parallelism):
+                exp = pending.pop(0)
+                for kind, job_args in (("train", (TrainJob(exp.config.run_dir),)),
+                                       ("eval", (EvalJob(exp.config.run_dir),))):
+                    job = executor.submit(*job_args)
+                    running.append((f"{kind}:{exp.name}", job))
+                    index["jobs"].setdefault(exp.name, {})[kind] = job.job_id
+                n_train += 1
+                write_index(sweep_dir, index)
+            time.sleep(poll_s)
+            still = []
+            for label, job in running:
+                if not job.done():
+                    still.append((label, job))
+                    continue
+                exc = job.exception()
+                if exc is not None:
+                    errors.append(f"{label} (job {job.job_id}): {str(exc).strip().splitlines()[-1][:300]}")
+                    print(f"[sweep] {label} FAILED: see {job.paths.stderr}", flush=True)
+                else:
+                    print(f"[sweep] {label} finished", flush=True)
+            running = still
+    except KeyboardInterrupt:  # Ctrl-C: stop every job of the sweep, not just this loop
         for label, job in running:
-            if not job.done():
-                still.append((label, job))
-                continue
-            exc = job.exception()
-            if exc is not None:
-                errors.append(f"{label} (job {job.job_id}): {str(exc).strip().splitlines()[-1][:300]}")
-                print(f"[sweep] {label} FAILED: see {job.paths.stderr}", flush=True)
-            else:
-                print(f"[sweep] {label} finished", flush=True)
-        running = still
+            job.cancel()  # SIGINT to the job, which ends its training (jobs.tasks.train_task)
+        print(f"[sweep] cancelled {len(running)} running job(s)", flush=True)
+        raise
     return errors

@@ -128,6 +128,15 @@ def _descendants(pid: int) -> list[int]:
     return out
 
 
+def _kill_tree(pid: int) -> None:
+    """SIGKILL ``pid`` and all its descendants (the training runs in its own session)."""
+    for p in [*_descendants(pid), pid]:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def _exited(pid: int) -> bool:
     """Whether child ``pid`` has exited, without reaping it. (This runs in a signal handler while
     the main thread is inside ``Popen.wait``, which holds the lock ``Popen.poll`` needs.)"""
@@ -180,6 +189,9 @@ def train_task(run_dir: str) -> str:
             # The training has saved and stopped, but submitit will not requeue it (out of requeues).
             if rank == 0:
                 _mark_failed(run, f"stopped and not requeued: {e}")
+            raise
+        except KeyboardInterrupt:  # a cancelled local job (submitit sends SIGINT): end the training too
+            _kill_tree(proc.pid)
             raise
         finally:
             _launcher = None
