@@ -103,8 +103,6 @@ def test_grid_is_one_job_array_that_trains_and_evaluates_every_epoch(slurm, buil
 
 
 def test_preempted_two_process_training_is_requeued_and_ends_as_if_uninterrupted(slurm, builtin_dirs, tmp_path):
-    from jobs.tasks import train_task
-
     extra = ["train.num_processes=2", "executor.cpus_per_task=2", "train.epochs=2", "train.samples_per_epoch=96",
              "clicks.mode=multi"]
     sweep_dir, _, _ = _sweep(tmp_path, builtin_dirs, {"model.input_size": [224]}, *extra)
@@ -125,30 +123,18 @@ def test_preempted_two_process_training_is_requeued_and_ends_as_if_uninterrupted
     submitit_log = (sweep_dir / "submitit" / job_id / f"{job_id}_0_log.err").read_text()
     assert "DUE TO JOB REQUEUE" in submitit_log, submitit_log
 
-    ref_dir = tmp_path / "reference"
-    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
-    cfg["run_dir"] = str(ref_dir)
-    ref_dir.mkdir()
-    (ref_dir / "config.yaml").write_text(yaml.safe_dump(cfg))
-    train_task(str(ref_dir))  # the same 2-process accelerate launch, uninterrupted, outside Slurm
-    resumed = checkpoint.load(checkpoint.list_checkpoints(run_dir)[-1][1])
-    reference = checkpoint.load(checkpoint.list_checkpoints(ref_dir)[-1][1])
-    assert resumed["step"] == reference["step"]
-    for key, value in reference["model"].items():
-        torch.testing.assert_close(resumed["model"][key], value, rtol=0, atol=0, msg=key)
-
+    _assert_same_as_uninterrupted(run_dir, tmp_path / "reference")
 
 
 def test_training_past_its_time_limit_is_requeued_and_resumes_at_the_step_it_stopped(slurm, builtin_dirs, tmp_path):
     """A 2-minute time limit with the warning 60 s before it. Slurm checks time limits on a ~30 s
-    cycle, so its USR2 arrives 30 to 60 s after every (re)start; a training of 1200 steps (4800
-    samples: over 70 s at 65 samples/s on one fast core, 145 s at 33) is therefore stopped at least
-    once; each run stops at a step, is requeued and resumes at that exact step, and no epoch is
-    lost. Epochs are short because a mid-epoch resume replays the epoch's data up to the step.
-    (Bitwise equality with an uninterrupted run is checked by the preemption test; over hundreds
-    of steps two uninterrupted CPU jobs already differ.)"""
-    extra = ["executor.max_requeues=20", "train.epochs=12", "train.samples_per_epoch=400", "train.batch_size=4",
-             "model.arch=tiny_global", "clicks.mode=multi", "executor.time_min=2", "executor.signal_delay_s=60"]
+    cycle, so its USR2 arrives 30 to 60 s after every (re)start; a training of 2000 steps (8000
+    samples: over 85 s at 90 samples/s on one fast core, 190 s at 42) is therefore stopped at least
+    once; each run stops at a step, is requeued and resumes at that exact step, no epoch is lost,
+    and the final weights equal those of the same training run once without interruption. Epochs
+    are short because a mid-epoch resume replays the epoch's data up to the step."""
+    extra = ["executor.max_requeues=20", "train.epochs=20", "train.samples_per_epoch=400", "train.batch_size=4",
+             "model.arch=tiny_global", "clicks.mode=single_pos", "executor.time_min=2", "executor.signal_delay_s=60"]
     sweep_dir, _, _ = _sweep(tmp_path, builtin_dirs, {"model.input_size": [96]}, *extra)
     index = json.loads((sweep_dir / "sweep.json").read_text())
     (job_id,), run_dir = index["jobs"]["train"], Path(index["experiments"][0]["run_dir"])
@@ -156,7 +142,7 @@ def test_training_past_its_time_limit_is_requeued_and_resumes_at_the_step_it_sto
     state = _wait(lambda: (json.loads((run_dir / "train_state.json").read_text())
                            if job_id not in _queue_ids() and (run_dir / "train_state.json").exists() else None),
                   600, "the time-limited job to end")
-    assert (state["status"], state["epoch"], state["step"]) == ("done", 12, 1200), state
+    assert (state["status"], state["epoch"], state["step"]) == ("done", 20, 2000), state
     log = (run_dir / "train_node0.log").read_text()
     stopped = re.findall(r"stop requested: interrupt checkpoint at epoch (\d+), batch (\d+), step (\d+)", log)
     resumed = re.findall(r"from interrupt\.pt: epoch (\d+), batch (\d+), step (\d+)", log)
@@ -164,8 +150,26 @@ def test_training_past_its_time_limit_is_requeued_and_resumes_at_the_step_it_sto
     assert all(int(step) == int(epoch) * 100 + int(batch) for epoch, batch, step in stopped)
     submitit_log = (sweep_dir / "submitit" / job_id / f"{job_id}_0_log.err").read_text()
     assert submitit_log.count("timed-out") >= len(stopped) and "DUE TO TIME LIMIT" not in submitit_log
-    assert [e for e, _ in checkpoint.list_checkpoints(run_dir)] == list(range(1, 13))  # no epoch lost
+    assert [e for e, _ in checkpoint.list_checkpoints(run_dir)] == list(range(1, 21))  # no epoch lost
     assert not checkpoint.interrupt_path(run_dir).exists()
+    _assert_same_as_uninterrupted(run_dir, tmp_path / "reference")
+
+
+def _assert_same_as_uninterrupted(run_dir: Path, ref_dir: Path) -> None:
+    """The same training (accelerate launch of the run's config) once more, uninterrupted and
+    outside Slurm, ends with bitwise the same weights."""
+    from jobs.tasks import train_task
+
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    cfg["run_dir"] = str(ref_dir)
+    ref_dir.mkdir()
+    (ref_dir / "config.yaml").write_text(yaml.safe_dump(cfg))
+    train_task(str(ref_dir))
+    resumed = checkpoint.load(checkpoint.list_checkpoints(run_dir)[-1][1])
+    reference = checkpoint.load(checkpoint.list_checkpoints(ref_dir)[-1][1])
+    assert resumed["step"] == reference["step"]
+    for key, value in reference["model"].items():
+        torch.testing.assert_close(resumed["model"][key], value, rtol=0, atol=0, msg=key)
 
 
 def test_shard_conversion_runs_as_a_job_array_and_matches_a_local_conversion(slurm, builtin_dirs, tmp_path):
