@@ -40,7 +40,8 @@ def _shard_keys(shard_dir: Path) -> dict[str, list[str]]:
 @pytest.mark.parametrize("world", [2, 7])  # 7 ranks > 6 shards: split by sample within each shard
 def test_ranks_see_disjoint_samples_that_together_cover_the_data(builtin_dirs, tmp_path, world):
     cfg = load_config(REPO / "configs" / "demo.yaml", tiny_overrides(
-        builtin_dirs, tmp_path / "run", **{"model.arch": "tiny_global", "model.input_size": 96}))
+        builtin_dirs, tmp_path / "run", **{"model.arch": "tiny_global", "model.input_size": 96,
+                                           "data.stuff_prob": 0.3}))  # stuff too: nearly every image usable
     shard_keys = _shard_keys(builtin_dirs["cocolvis-train"])
     assert len(shard_keys) == 6 and sum(map(len, shard_keys.values())) == 120
     by_shard = world > len(shard_keys)
