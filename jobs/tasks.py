@@ -33,8 +33,7 @@ _launcher: subprocess.Popen | None = None
 
 
 def accelerate_command(config_path: str, num_processes: int, num_machines: int = 1, machine_rank: int = 0,
-                       main_ip: str = "127.0.0.1", use_cpu: bool = True, mixed_precision: str = "no",
-                       port: int | None = None) -> list[str]:
+                       main_ip: str = "127.0.0.1", use_cpu: bool = True, mixed_precision: str = "no") -> list[str]:
     """``accelerate launch`` for one node of a (possibly multi-node) training.
 
     On CPU, several processes need ``--multi_gpu`` plus ``ACCELERATE_USE_CPU=1``
@@ -51,7 +50,7 @@ def accelerate_command(config_path: str, num_processes: int, num_machines: int =
     if num_machines > 1:
         cmd += ["--machine_rank", str(machine_rank), "--main_process_ip", main_ip]
     if total > 1:  # never accelerate's fixed default: two jobs on one node would collide
-        cmd += ["--main_process_port", str(port or rendezvous_port())]
+        cmd += ["--main_process_port", str(rendezvous_port())]
     return cmd + ["-m", "clickseg.train", config_path]
 
 
@@ -90,11 +89,7 @@ class TrainJob(submitit.helpers.Checkpointable):
         # own sessions (torch's elastic agent starts each rank with one), so every descendant of
         # the launcher is signalled; one still starting up ignores it (inherited), so repeat.
         while proc is not None and not _exited(proc.pid) and time.monotonic() < deadline:
-            for pid in _descendants(proc.pid):
-                try:
-                    os.kill(pid, signal.SIGUSR2)
-                except ProcessLookupError:
-                    pass
+            _signal_all(_descendants(proc.pid), signal.SIGUSR2)
             time.sleep(0.5)
         return submitit.helpers.DelayedSubmission(TrainJob(self.run_dir))
 
@@ -128,11 +123,10 @@ def _descendants(pid: int) -> list[int]:
     return out
 
 
-def _kill_tree(pid: int) -> None:
-    """SIGKILL ``pid`` and all its descendants (the training runs in its own session)."""
-    for p in [*_descendants(pid), pid]:
+def _signal_all(pids: list[int], sig: int) -> None:
+    for pid in pids:
         try:
-            os.kill(p, signal.SIGKILL)
+            os.kill(pid, sig)
         except ProcessLookupError:
             pass
 
@@ -191,7 +185,7 @@ def train_task(run_dir: str) -> str:
                 _mark_failed(run, f"stopped and not requeued: {e}")
             raise
         except KeyboardInterrupt:  # a cancelled local job (submitit sends SIGINT): end the training too
-            _kill_tree(proc.pid)
+            _signal_all([*_descendants(proc.pid), proc.pid], signal.SIGKILL)  # it runs in its own session
             raise
         finally:
             _launcher = None

@@ -186,7 +186,7 @@ def evaluate_run(run_dir: str | Path, cfg: Config | None = None, device: str = "
             continue
         predictor = Predictor(load_checkpoint(path, device), device)
         for name, dataset_dir, protocol, curve in todo:
-            result = evaluate_dataset(predictor, dataset_dir, protocol, name, cfg.eval.max_instances)
+            result = evaluate_dataset(predictor, dataset_dir, protocol, name, limit)
             row = make_row(cfg.name, epoch, name, protocol, curve, result, str(path), limit)
             append_result(run_dir, row)
             done.add((epoch, name, row["protocol"], protocol.n_clicks, limit))
