@@ -23,6 +23,8 @@ class Architecture:
     head_channels: int
     mlp_ratio: float = 4.0
     norm_radius: int = 5
+    patch_size: int = 16
+    """Side of an image patch (one token) in model pixels; SegNext's released models use 16."""
 
     @property
     def uses_windows(self) -> bool:
@@ -38,4 +40,8 @@ ARCHITECTURES: dict[str, Architecture] = {
     "tiny": Architecture(128, 4, 4, 2, 1, (32, 64, 128, 128), 64),
     # The same with global attention in every block: valid at any multiple of 16 (e.g. 128, 160).
     "tiny_global": Architecture(128, 4, 4, 1, 1, (32, 64, 128, 128), 64),
+    # The same with 8-pixel patches, the demo's model: at 64 px it has tiny_global's 8 x 8 tokens
+    # and costs the same, but learns faster from scratch (each token summarises 8 x 8 x 3 values,
+    # not 16 x 16 x 3). Not exportable to SegNext, whose checkpoints are checked for 16.
+    "tiny_p8": Architecture(128, 4, 4, 1, 1, (32, 64, 128, 128), 64, patch_size=8),
 }

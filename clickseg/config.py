@@ -261,9 +261,9 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
 # --------------------------------------------------------------------------- validation
 
 
-def window_layout(input_size: int) -> tuple[int, int]:
+def window_layout(input_size: int, patch_size: int = PATCH_SIZE) -> tuple[int, int]:
     """(windows per side, window side in tokens) of SegNext's window attention at ``input_size``."""
-    grid = input_size // PATCH_SIZE
+    grid = input_size // patch_size
     per_side = grid // WINDOW_TOKENS
     if per_side == 0 or grid % per_side:
         raise ConfigError(
@@ -282,10 +282,11 @@ def validate(cfg: Config) -> None:
 
     m = cfg.model
     need(m.arch in ARCHITECTURES, "model.arch", f"unknown architecture {m.arch!r}; known: {sorted(ARCHITECTURES)}")
-    need(m.input_size > 0 and m.input_size % PATCH_SIZE == 0, "model.input_size",
-         f"{m.input_size} must be a positive multiple of the patch size {PATCH_SIZE}")
+    patch = ARCHITECTURES[m.arch].patch_size
+    need(m.input_size > 0 and m.input_size % patch == 0, "model.input_size",
+         f"{m.input_size} must be a positive multiple of {m.arch}'s patch size {patch}")
     if ARCHITECTURES[m.arch].uses_windows:
-        window_layout(m.input_size)
+        window_layout(m.input_size, patch)
     need(cfg.clicks.mode in CLICK_MODES, "clicks.mode", f"unknown click mode {cfg.clicks.mode!r}; one of {CLICK_MODES}")
     need(cfg.clicks.max_positive >= 1, "clicks.max_positive", "must be >= 1")
     need(cfg.clicks.max_negative >= 0, "clicks.max_negative", "must be >= 0")

@@ -85,3 +85,31 @@ def test_features_reused_for_every_prompt():
         single = torch.cat([model(img, clicks[i:i + 1], prev[i:i + 1]) for i in range(2)])
     assert batched.shape == (2, 1, 224, 224)
     torch.testing.assert_close(batched, single, atol=1e-5, rtol=1e-5)
+
+
+def test_patch_size_sets_token_grid_prompt_tokens_and_input_check(tmp_path):
+    """An 8-pixel-patch model (the demo's ``tiny_p8``): an 8 x 8 token grid at 64 px, each click
+    moves only its own patch's prompt token, and input sizes must be multiples of 8, not 16."""
+    torch.manual_seed(0)
+    model = build_segnext("tiny_p8", 64).eval()
+    assert model.image_encoder.grid == 8
+    img = torch.rand(1, 3, 100, 150)
+    with torch.no_grad():
+        tokens = model.encode_image(img)
+        assert tokens.shape == (1, 64, model.arch.embed_dim)
+        assert model(img, torch.tensor([[[10.0, 20.0, 1.0]]]), torch.zeros(1, 1, 64, 64)).shape == (1, 1, 64, 64)
+        prev = torch.zeros(1, 1, 64, 64)
+        empty = model.prompt_encoder(torch.full((1, 1, 3), -1.0), prev)
+        model.prompt_encoder.norm_radius = 0  # one-pixel clicks: each lies in exactly one patch
+        for y, x in [(0, 0), (27, 44), (63, 63), (40, 9)]:
+            moved = (model.prompt_encoder(torch.tensor([[[float(y), float(x), 1.0]]]), prev) - empty).abs().sum(-1)
+            assert moved[0].nonzero().flatten().tolist() == [(y // 8) * 8 + x // 8]
+    from clickseg.config import load_config
+    assert load_config(None, ["model.arch=tiny_p8", "model.input_size=72"]).model.input_size == 72
+    for arch, size in [("tiny_p8", 60), ("tiny_global", 72)]:
+        with pytest.raises(ConfigError, match="'model.input_size'.*patch size"):
+            load_config(None, [f"model.arch={arch}", f"model.input_size={size}"])
+    from clickseg.model.io import export_segnext
+    with pytest.raises(ValueError, match="16-pixel patches"):
+        export_segnext(model, tmp_path / "p8.pth")
+    assert not (tmp_path / "p8.pth").exists()

@@ -8,7 +8,8 @@ from timm.models.vision_transformer import Block
 
 
 class SimpleFPN(nn.Module):
-    """Four scales (strides 4, 8, 16, 32) from the stride-16 token map, as SegNext's neck."""
+    """Four scales (4x, 2x, 1x and 1/2x the token grid; strides 4, 8, 16, 32 with 16-pixel patches)
+    from the token map, as SegNext's neck."""
 
     def __init__(self, in_dim: int, out_dims: list[int]):
         super().__init__()
@@ -44,7 +45,7 @@ class ConvReLU(nn.Module):
 
 
 class SegHead(nn.Module):
-    """Per-scale 1x1 conv, upsample to stride 4, concat, fuse, dropout, 1x1 conv to one logit."""
+    """Per-scale 1x1 conv, upsample to the finest scale, concat, fuse, dropout, 1x1 conv to one logit."""
 
     def __init__(self, in_channels: list[int], channels: int, dropout: float = 0.1):
         super().__init__()
@@ -61,7 +62,7 @@ class SegHead(nn.Module):
 
 
 class MaskDecoder(nn.Module):
-    """Image tokens + prompt tokens -> global fusion blocks -> neck -> head -> logits at T/4."""
+    """Image tokens + prompt tokens -> global fusion blocks -> neck -> head -> logits at 4x the token grid."""
 
     def __init__(self, embed_dim: int, num_heads: int, fusion_depth: int, mlp_ratio: float,
                  neck_dims: list[int], head_channels: int, dropout: float = 0.1):

@@ -33,7 +33,7 @@ class ImageEncoder(nn.Module):
             Block(embed_dim, num_heads, mlp_ratio, qkv_bias=True, norm_layer=norm) for _ in range(depth)])
         self.fc_norm = norm(embed_dim)  # present in SegNext checkpoints, never applied
         self.fc_norm.requires_grad_(False)  # so DDP does not wait for gradients that never come
-        self.windows = window_layout(input_size) if not all(
+        self.windows = window_layout(input_size, patch_size) if not all(
             is_global_block(i, depth, global_atten_freq) for i in range(1, depth + 1)) else (1, self.grid)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
 

@@ -122,6 +122,8 @@ def segnext_config(arch: Architecture, input_size: int) -> dict:
     def entry(value, specified=True):
         return {"type": "builtin", "value": value, "specified": specified}
 
+    if arch.patch_size != 16:
+        raise ValueError(f"SegNext checkpoints are checked for 16-pixel patches only; this model uses {arch.patch_size}")
     dims = list(arch.neck_dims)
     return {"class": SEGNEXT_CLASS, "params": {
         "backbone_params": entry({
