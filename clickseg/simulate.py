@@ -14,14 +14,22 @@ from clickseg.eval.clickers import center_click
 from clickseg.model import SegNext
 
 
-@torch.no_grad()
-def _predict(model: SegNext, images: torch.Tensor, clicks: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
-    was_training = model.training
-    model.eval()
-    try:
-        return torch.sigmoid(model(images, clicks, prev).float())
-    finally:
-        model.train(was_training)
+class _Frozen:
+    """The model in eval mode without gradient; image features computed once for all the clicks."""
+
+    def __init__(self, model: SegNext, images: torch.Tensor):
+        self.model, self.images, self.features = model, images, None
+
+    @torch.no_grad()
+    def predict(self, clicks: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            if self.features is None:
+                self.features = self.model.encode_image(self.images)
+            return torch.sigmoid(self.model.decode(self.features, clicks, prev).float())
+        finally:
+            self.model.train(was_training)
 
 
 def prepare_prompts(model: SegNext, images: torch.Tensor, gt: torch.Tensor, clicks: torch.Tensor,
@@ -44,8 +52,9 @@ def prepare_prompts(model: SegNext, images: torch.Tensor, gt: torch.Tensor, clic
             return clicks, prev
         clicks = torch.cat([clicks, clicks.new_full((b, n_extra, 3), -1.0)], dim=1)
         base = clicks.shape[1] - n_extra
+        frozen = _Frozen(model, images)
         for i in range(n_extra):
-            prev = _predict(model, images, clicks, prev)
+            prev = frozen.predict(clicks, prev)
             pred = prev[:, 0].cpu().numpy() > thr
             for j in range(b):
                 c = center_click(gt_np[j].astype(np.int64), pred[j], np.ones_like(pred[j]))
@@ -55,7 +64,7 @@ def prepare_prompts(model: SegNext, images: torch.Tensor, gt: torch.Tensor, clic
     if cfg.mode == "single_any":
         redo = rng.random(b) < 0.5
         if redo.any():
-            guess = _predict(model, images, clicks, prev)
+            guess = _Frozen(model, images).predict(clicks, prev)
             pred = guess[:, 0].cpu().numpy() > thr
             for j in np.flatnonzero(redo):
                 c = random_error_click(gt_np[j], pred[j], rng)

@@ -84,11 +84,13 @@ def run_local(sweep_dir: Path, experiments: list[Experiment], poll_s: float = 2.
     """Run the sweep with submitit's local executor, at most ``array_parallelism`` trainings at once.
 
     Each experiment's evaluation job starts with its training and evaluates
-    checkpoints as they appear. Returns the errors of failed jobs.
+    checkpoints as they appear. Larger inputs start first (stable otherwise), so the
+    slowest trainings do not end up alone on the machine at the end. Returns the errors
+    of failed jobs.
     """
     cfg = experiments[0].config
     executor = make_executor(cfg.executor, sweep_dir / "submitit")
-    pending = list(experiments)
+    pending = sorted(experiments, key=lambda e: -e.config.model.input_size)
     running: list[tuple[str, Any]] = []
     errors: list[str] = []
     index = read_index(sweep_dir)
