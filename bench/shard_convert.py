@@ -5,7 +5,8 @@ Each conversion runs in its own process with one worker, so "images/s" is per pr
 cost of reading and decoding the same source images (what no converter can avoid); memory
 is flat when the 10x row's peak equals the 1x row's (for cocolvis-build, plus the json inputs,
 which the listing holds in memory and which grow with the dataset). The training pipeline (shards -> crop,
-flip, resize -> simulated clicks) is timed on one core next to plain shard decoding.
+flip, resize -> simulated clicks) is timed on one core, from the tar files and from the decoded
+cache (``data.cache_mb``), next to plain shard decoding.
 
     python bench/shard_convert.py                 # 40 and 400 images of 384 px
     python bench/shard_convert.py --images 100 --size 640
@@ -101,8 +102,9 @@ def lvis_panoptic_inputs(root: Path, n: int, size: int, seed: int = 0) -> None:
     (root / "paths.json").write_text(json.dumps({k: str(v) for k, v in paths.items()}))
 
 
-def pipeline_speed(shard_dir: Path, samples: int, size: int) -> tuple[float, float]:
-    """(training-pipeline samples/s, plain decode samples/s) on one core."""
+def pipeline_speed(shard_dir: Path, samples: int, size: int, images: int) -> tuple[float, float, float]:
+    """(training-pipeline samples/s, the same with the decoded cache warm, plain decode samples/s)
+    on one core. The cached stream is timed after ``images`` items, by when it has read every shard."""
     import torch
 
     import shards
@@ -110,17 +112,20 @@ def pipeline_speed(shard_dir: Path, samples: int, size: int) -> tuple[float, flo
     from clickseg.data.stream import TrainStream
 
     torch.set_num_threads(1)
-    cfg = load_config(None, [f"data.train={shard_dir}", f"model.input_size={size}", "model.arch=tiny",
-                             "clicks.mode=multi", "data.shuffle_buffer=16"])
-    stream = iter(TrainStream(cfg))
-    next(stream)
-    t0 = time.perf_counter()
-    for _ in range(samples):
-        next(stream)
-    pipeline = samples / (time.perf_counter() - t0)
+    speeds = []
+    for cache_mb, warm in ((0, 1), (4096, images)):
+        cfg = load_config(None, [f"data.train={shard_dir}", f"model.input_size={size}", "model.arch=tiny",
+                                 "clicks.mode=multi", "data.shuffle_buffer=16", f"data.cache_mb={cache_mb}"])
+        stream = iter(TrainStream(cfg))
+        for _ in range(warm):
+            next(stream)
+        t0 = time.perf_counter()
+        for _ in range(samples):
+            next(stream)
+        speeds.append(samples / (time.perf_counter() - t0))
     t0 = time.perf_counter()
     n = sum(1 for _ in shards.open_dataset(shard_dir))
-    return pipeline, n / (time.perf_counter() - t0)
+    return speeds[0], speeds[1], n / (time.perf_counter() - t0)
 
 
 def main() -> None:
@@ -148,7 +153,7 @@ def main() -> None:
                 r = _run(CONVERT.format(repo=str(REPO)), kind, str(source), str(tmp / f"out-{kind}-{scale}x"))
                 rows.append((kind, f"{scale}x", n, r["images"] / r["seconds"], r["peak_mb"],
                              ref["images"] / ref["seconds"], ref["peak_mb"]))
-        pipeline, decode = pipeline_speed(tmp / "out-cocolvis-10x", 200, args.input_size)
+        pipeline, cached, decode = pipeline_speed(tmp / "out-cocolvis-10x", 200, args.input_size, args.images * 10)
 
     print(f"conversion, one process, {args.size} px images (reference: read + decode the source JPEGs)")
     print(f"{'converter':<16} {'size':>4} {'images':>6} {'img/s':>8} {'peak MB':>8} {'ref img/s':>10} {'ref MB':>7}")
@@ -160,7 +165,7 @@ def main() -> None:
     n, seconds = generated[-1]
     print(f"built-in data generator (cocolvis layout, {args.size} px): {n / seconds:.1f} images/s")
     print(f"training pipeline (crop {args.input_size}, multi clicks), one core: {pipeline:.1f} samples/s; "
-          f"plain shard decoding: {decode:.1f} samples/s")
+          f"with data.cache_mb (decoded once): {cached:.1f} samples/s; plain shard decoding: {decode:.1f} samples/s")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ timm's stock VisionTransformer of the same width/depth at the same input size
 (global attention, no prompt/decoder): the ratio shows what SegNext's window
 attention, prompt encoder and decoder add or save.
 
-    python bench/train_speed.py                       # tiny_global@128, tiny@224, vit_base_sax2@512
+    python bench/train_speed.py                       # nano_p8@64 ... vit_base_sax2@512
     python bench/train_speed.py --cases vit_base_sax2:1024 --batch 1 --steps 2
 """
 from __future__ import annotations
@@ -17,8 +17,10 @@ import time
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
+from clickseg.config import load_config
 from clickseg.losses import normalized_focal_loss
 from clickseg.model import ARCHITECTURES, build_segnext
+from clickseg.train import make_optimizer
 
 
 def _time(step, steps: int) -> float:
@@ -32,7 +34,8 @@ def _time(step, steps: int) -> float:
 def bench(arch: str, size: int, batch: int, steps: int) -> tuple[float, float]:
     torch.manual_seed(0)
     model = build_segnext(arch, size).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    cfg = load_config(None, ["train.lr=1e-4"])
+    opt = make_optimizer(model, cfg)  # as training makes it (fused AdamW where torch has it)
     images = torch.rand(batch, 3, size, size)
     gt = (torch.rand(batch, 1, size, size) > 0.5).float()
     clicks = torch.tensor([[[size // 2, size // 2, 1], [size // 4, size // 4, 0]]] * batch, dtype=torch.float32)
@@ -45,9 +48,9 @@ def bench(arch: str, size: int, batch: int, steps: int) -> tuple[float, float]:
         opt.zero_grad()
 
     a = ARCHITECTURES[arch]
-    ref = VisionTransformer(img_size=size, patch_size=16, embed_dim=a.embed_dim, depth=a.depth,
-                            num_heads=a.num_heads, num_classes=0, global_pool="avg").train()
-    ref_opt = torch.optim.AdamW(ref.parameters(), lr=1e-4)
+    ref = VisionTransformer(img_size=size, patch_size=a.patch_size, embed_dim=a.embed_dim, depth=a.depth,
+                            num_heads=a.num_heads, mlp_ratio=a.mlp_ratio, num_classes=0, global_pool="avg").train()
+    ref_opt = make_optimizer(ref, cfg)
 
     def vit_step():
         ref(images).pow(2).mean().backward()
@@ -59,7 +62,8 @@ def bench(arch: str, size: int, batch: int, steps: int) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", nargs="+", default=["tiny_global:128", "tiny:224", "vit_base_sax2:512"])
+    parser.add_argument("--cases", nargs="+",
+                        default=["nano_p8:64", "tiny_p8:64", "tiny_global:128", "tiny:224", "vit_base_sax2:512"])
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())

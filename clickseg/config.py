@@ -58,6 +58,9 @@ class DataConfig:
     scale_max: float = 1.4
     num_workers: int = 0
     shuffle_buffer: int = 256
+    cache_mb: float = 0
+    """Keep decoded training samples in memory, up to this many MB per data-loading process (0: off).
+    A dataset that fits is then read and decoded once per process, not once per pass."""
 
 
 @dataclass
@@ -293,6 +296,7 @@ def validate(cfg: Config) -> None:
     need(cfg.clicks.max_correction_clicks >= 0, "clicks.max_correction_clicks", "must be >= 0")
     need(0.0 <= cfg.data.stuff_prob <= 1.0, "data.stuff_prob", "must be in [0, 1]")
     need(0 < cfg.data.scale_min <= cfg.data.scale_max, "data.scale_min", "need 0 < scale_min <= scale_max")
+    need(cfg.data.cache_mb >= 0, "data.cache_mb", "must be >= 0 (0: no cache)")
     t = cfg.train
     need(t.epochs >= 1, "train.epochs", "must be >= 1")
     need(t.batch_size >= 1, "train.batch_size", "must be >= 1")

@@ -87,6 +87,16 @@ class StopRequest:
             signal.signal(s, handler)
 
 
+def make_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer:
+    """AdamW, fused into one kernel where this torch supports it for the parameters' device (CPU
+    from torch 2.4): the per-tensor update loop otherwise costs a tenth of a small model's step."""
+    kwargs = dict(lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    try:
+        return torch.optim.AdamW(model.parameters(), fused=True, **kwargs)
+    except (RuntimeError, ValueError):
+        return torch.optim.AdamW(model.parameters(), **kwargs)
+
+
 def train(cfg: Config) -> None:
     run_dir = Path(cfg.run_dir)
     use_cpu = not torch.cuda.is_available()
@@ -105,7 +115,7 @@ def train(cfg: Config) -> None:
     if cfg.model.pretrained:
         report = load_mae_weights(model, cfg.model.pretrained)
         accelerator.print(report)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    optimizer = make_optimizer(model, cfg)
     steps_per_epoch = cfg.train.samples_per_epoch // (cfg.train.batch_size * world)
     scheduler = make_scheduler(optimizer, steps_per_epoch, cfg.train)
 

@@ -58,3 +58,35 @@ def test_ranks_see_disjoint_samples_that_together_cover_the_data(builtin_dirs, t
             assert not per_rank[a] & per_rank[b]
     union = set().union(*per_rank)  # the ranks together read what one process reads (bar a few rare crops)
     assert len(everything) > 100 and len(union & everything) >= len(everything) - 3, len(everything - union)
+
+
+@pytest.mark.parametrize("world", [1, 7])  # whole shards, and every 7th sample of each shard
+def test_decoded_cache_leaves_the_stream_unchanged(builtin_dirs, tmp_path, world):
+    """Items (keys, pixels, clicks, skip counts) are the same with and without the cache, over
+    several passes of a shard set with a corrupt sample in every shard."""
+    import torch
+
+    from clickseg.data import stream
+    from test_train import _corrupt_copy
+
+    bad = tmp_path / "bad-shards"
+    _corrupt_copy(builtin_dirs["cocolvis-train"], bad)
+    stream._CACHE = stream.DecodedCache()
+    base = {"model.arch": "tiny_global", "model.input_size": 64, "data.train": str(bad)}
+    plain, cached = (load_config(REPO / "configs" / "demo.yaml", tiny_overrides(
+        builtin_dirs, tmp_path / "run", **base, **{"data.cache_mb": mb})) for mb in (0, 256))
+    rank = 1 % world  # with 7 ranks, rank 1 keeps the 2nd sample of every shard, the corrupt one
+    n = 400 if world == 1 else 60  # about four passes over the data / over the rank's share
+    a, b = (list(islice(TrainStream(c, rank, world), n)) for c in (plain, cached))
+    assert stream._CACHE.entries and stream._CACHE.nbytes > 0
+    assert sum(x["skipped"] for x in a) >= 4  # the corrupt samples were met again on later passes
+    for x, y in zip(a, b, strict=True):
+        assert x["key"] == y["key"] and x["skipped"] == y["skipped"]
+        for k in ("image", "mask", "clicks"):
+            assert torch.equal(x[k], y[k]), (x["key"], k)
+    # A budget too small for any shard caches nothing and changes nothing either.
+    stream._CACHE = stream.DecodedCache()
+    tiny = load_config(REPO / "configs" / "demo.yaml", tiny_overrides(
+        builtin_dirs, tmp_path / "run", **base, **{"data.cache_mb": 0.01}))
+    c = [x["key"] for x in islice(TrainStream(tiny, rank, world), n)]
+    assert not stream._CACHE.entries and c == [x["key"] for x in a]

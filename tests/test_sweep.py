@@ -52,3 +52,21 @@ def test_sweep_rejects_a_bad_grid_before_creating_anything(tmp_path):
     assert out.returncode == 2
     assert "'clicks.mode'" in out.stderr and "triple" in out.stderr
     assert not (tmp_path / "sweeps").exists()
+
+
+def test_local_sweep_starts_the_costliest_trainings_first(tmp_path):
+    """Longest-first order: inputs by pixels, then multi > single_any > single_pos (gradient-free
+    passes), and more samples cost more."""
+    from clickseg.config import load_config
+    from jobs.grid import expand
+    from jobs.sweep import training_cost
+
+    grid_file = tmp_path / "grid.yaml"
+    grid_file.write_text("model: {arch: tiny_p8}\n"
+                         "grid:\n  model.input_size: [40, 64]\n  clicks.mode: [single_pos, multi, single_any]\n")
+    _, experiments = expand(grid_file)
+    order = [e.name for e in sorted(experiments, key=lambda e: -training_cost(e.config))]
+    assert order == [f"input_size-{s}_mode-{m}" for s in (64, 40) for m in ("multi", "single_any", "single_pos")]
+    base = load_config(None, ["clicks.mode=single_pos"])
+    more = load_config(None, ["clicks.mode=single_pos", "train.samples_per_epoch=30001"])
+    assert training_cost(more) > training_cost(base)

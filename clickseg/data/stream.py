@@ -4,12 +4,18 @@ Every (rank, dataloader worker) pair is a *slot* and reads a disjoint part of
 the data: whole shards when there are at least as many shards as slots,
 otherwise every n-th sample of every shard. A sample that cannot be decoded is
 skipped with a warning naming its shard and key, counted, and training goes on.
+
+With ``data.cache_mb`` > 0 the decoded samples of whole shards are kept in
+memory (per process, up to that budget), so a small dataset is read from its
+tar files and decoded once instead of once per pass. The stream is the same
+item for item with or without the cache.
 """
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Iterator
+import os
+from dataclasses import dataclass, field
+from typing import Iterator, Union
 
 import numpy as np
 import torch
@@ -66,6 +72,86 @@ def raw_samples(url: str, counter: _Counter) -> Iterator[dict]:
         yield from wds.tariterators.group_by_keys(members, handler=counter)
 
 
+Decoded = Union["shards.Sample", "shards.ShardFormatError"]
+
+
+@dataclass
+class _ShardPass:
+    items: list[Decoded]  # this slot's samples of one shard, in order (a decoding error stays an error)
+    unreadable: list[Exception] = field(default_factory=list)  # what the tar reader skipped
+
+
+class DecodedCache:
+    """Decoded shards of this process, kept until ``budget_mb`` is used up (then new shards stream).
+
+    A shard is keyed by its path, size and modification time and by the slot reading it, so a
+    rewritten file or another slot's share is never served from an old entry.
+    """
+
+    def __init__(self) -> None:
+        self.entries: dict[tuple, _ShardPass] = {}
+        self.nbytes = 0
+
+    @staticmethod
+    def key(url: str, slot: Slot, by_sample: bool) -> tuple:
+        st = os.stat(url)
+        return url, st.st_size, st.st_mtime_ns, slot.index if by_sample else -1, slot.count if by_sample else 1
+
+    def put(self, key: tuple, shard_pass: _ShardPass, budget_mb: float) -> None:
+        size = sum(_sample_bytes(x) for x in shard_pass.items)
+        if self.nbytes + size <= budget_mb * 2**20:
+            self.entries[key] = shard_pass
+            self.nbytes += size
+
+
+def _sample_bytes(item: Decoded) -> int:
+    if isinstance(item, Exception):
+        return 0
+    return item.image.nbytes + sum(o.mask.nbytes for o in item.objects)
+
+
+_CACHE = DecodedCache()
+
+
+def decoded_samples(url: str, slot: Slot, by_sample: bool, counter: _Counter, cache_mb: float) -> Iterator[Decoded]:
+    """This slot's decoded samples of one shard, in order, from the cache when it holds the shard.
+
+    Unreadable tar data is counted as it is met, on every pass; a sample that does not decode
+    is yielded as its ShardFormatError for the caller to count.
+    """
+    key = DecodedCache.key(url, slot, by_sample) if cache_mb > 0 else None
+    cached = _CACHE.entries.get(key) if key else None
+    if cached is not None:
+        for exn in cached.unreadable:
+            counter(exn)
+        yield from cached.items
+        return
+    shard_pass = _ShardPass([])
+    recording = _Recorder(counter, shard_pass.unreadable)
+    for i, raw in enumerate(raw_samples(url, recording)):
+        if by_sample and i % slot.count != slot.index:
+            continue
+        try:
+            item: Decoded = shards.decode_sample(raw)
+        except shards.ShardFormatError as e:
+            item = e
+        shard_pass.items.append(item)
+        yield item
+    if key:  # only a shard read to its end is complete enough to cache
+        _CACHE.put(key, shard_pass, cache_mb)
+
+
+class _Recorder:
+    """Passes tar-reader errors on to the counter and remembers them for cached passes."""
+
+    def __init__(self, counter: _Counter, seen: list[Exception]):
+        self.counter, self.seen = counter, seen
+
+    def __call__(self, exn: Exception) -> bool:
+        self.seen.append(exn)
+        return self.counter(exn)
+
+
 class TrainStream(IterableDataset):
     """Yields dicts with ``image`` (3, T, T) uint8, ``mask`` (1, T, T) float32,
     ``clicks`` (P, 3) float32 padded with -1, ``skipped`` (samples skipped since the
@@ -89,13 +175,9 @@ class TrainStream(IterableDataset):
         while True:
             made_any = False
             for url in rng.permutation(urls):
-                for i, raw in enumerate(raw_samples(str(url), counter)):
-                    if by_sample and i % slot.count != slot.index:
-                        continue
-                    try:
-                        sample = shards.decode_sample(raw)
-                    except shards.ShardFormatError as e:
-                        counter(e)
+                for sample in decoded_samples(str(url), slot, by_sample, counter, data.cache_mb):
+                    if isinstance(sample, shards.ShardFormatError):
+                        counter(sample)
                         continue
                     crop = make_crop(sample, size, data.stuff_prob, data.min_object_area,
                                      (data.scale_min, data.scale_max), rng)
@@ -107,7 +189,7 @@ class TrainStream(IterableDataset):
                         "image": torch.from_numpy(crop.image).permute(2, 0, 1).contiguous(),
                         "mask": torch.from_numpy(crop.mask).float()[None],
                         "clicks": torch.from_numpy(pad_clicks(clicks, n_clicks)),
-                        "key": f"{raw.get('__url__', url)}:{raw.get('__key__', '?')}",
+                        "key": f"{url}:{sample.key}",
                     })
                     if len(buffer) >= data.shuffle_buffer:
                         item = buffer.pop(int(rng.integers(len(buffer))))
