@@ -12,6 +12,7 @@ key, before any data is read or any job is submitted.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -28,6 +29,9 @@ EXECUTORS = ("local", "slurm")
 PATCH_SIZE = 16
 # SegNext splits the token grid into windows of about 224 px (14 tokens) a side.
 WINDOW_TOKENS = 14
+
+
+_FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 class ConfigError(ValueError):
@@ -205,6 +209,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         return {str(k): _coerce(v, item, f"{key}.{k}") for k, v in value.items()}
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str) and _FLOAT_RE.fullmatch(value.strip()):
+        return float(value)  # YAML 1.1 reads ``1e-4`` (no dot) as a string
     if tp is bool and not isinstance(value, bool):
         raise ConfigError(f"config key '{key}' expects true/false, got {value!r}")
     if tp is int and (isinstance(value, bool) or not isinstance(value, int)):

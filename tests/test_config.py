@@ -16,7 +16,16 @@ def test_yaml_and_overrides(tmp_path):
     assert cfg.data.eval == {"a": "x", "b": "y"} and cfg.train.lr_milestones == [1, 2]
 
 
+@pytest.mark.parametrize("text,value", [("1e-4", 1e-4), ("3E-5", 3e-5), ("+2e3", 2000.0), (".5e1", 5.0),
+                                        ("1.0e-4", 1e-4), ("7", 7.0)])
+def test_float_keys_accept_exponents_without_a_dot(text, value):
+    """YAML 1.1 reads ``1e-4`` as a string; a float key takes it as the number a researcher meant."""
+    assert load_config(None, [f"train.lr={text}"]).train.lr == value
+
+
 @pytest.mark.parametrize("override,key", [
+    ("train.lr=1e-4x", "train.lr"),
+    ("train.lr=e-4", "train.lr"),
     ("train.epochz=3", "train.epochz"),
     ("modle.arch=tiny", "modle"),
     ("train.epochs=three", "train.epochs"),

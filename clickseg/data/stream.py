@@ -113,6 +113,17 @@ def _sample_bytes(item: Decoded) -> int:
 _CACHE = DecodedCache()
 
 
+class _Recorder:
+    """Passes tar-reader errors on to the counter and remembers them for cached passes."""
+
+    def __init__(self, counter: _Counter, seen: list[Exception]):
+        self.counter, self.seen = counter, seen
+
+    def __call__(self, exn: Exception) -> bool:
+        self.seen.append(exn)
+        return self.counter(exn)
+
+
 def decoded_samples(url: str, slot: Slot, by_sample: bool, counter: _Counter, cache_mb: float) -> Iterator[Decoded]:
     """This slot's decoded samples of one shard, in order, from the cache when it holds the shard.
 
@@ -139,17 +150,6 @@ def decoded_samples(url: str, slot: Slot, by_sample: bool, counter: _Counter, ca
         yield item
     if key:  # only a shard read to its end is complete enough to cache
         _CACHE.put(key, shard_pass, cache_mb)
-
-
-class _Recorder:
-    """Passes tar-reader errors on to the counter and remembers them for cached passes."""
-
-    def __init__(self, counter: _Counter, seen: list[Exception]):
-        self.counter, self.seen = counter, seen
-
-    def __call__(self, exn: Exception) -> bool:
-        self.seen.append(exn)
-        return self.counter(exn)
 
 
 class TrainStream(IterableDataset):
