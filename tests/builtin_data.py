@@ -1,4 +1,8 @@
 """Small built-in datasets shared by the tests (made once per test session)."""
+import io
+import json
+import os
+import tarfile
 from pathlib import Path
 
 from shards.builtin import prepare_builtin
@@ -20,3 +24,24 @@ def tiny_overrides(dirs: dict[str, Path], run_dir: Path, **extra) -> list[str]:
     }
     base.update(extra)
     return [f"{k}={v}" for k, v in base.items()]
+
+
+def corrupt_copy(src: Path, dst: Path) -> str:
+    """Copy a shard directory, replacing the image of the 2nd sample of every shard with garbage."""
+    dst.mkdir()
+    manifest = json.loads((src / "manifest.json").read_text())
+    for shard in manifest["shards"]:
+        with tarfile.open(src / shard["name"]) as tin, tarfile.open(dst / shard["name"], "w") as tout:
+            keys: list[str] = []
+            for member in tin.getmembers():
+                data = tin.extractfile(member).read()
+                key = member.name.split(".", 1)[0]
+                if key not in keys:
+                    keys.append(key)
+                if len(keys) == 2 and member.name.endswith((".jpg", ".png")):
+                    data = b"\xff\xd8\xff" + os.urandom(200)
+                    member.size = len(data)
+                tout.addfile(member, io.BytesIO(data))
+    # The manifest lists the originals' checksums; training reads by sample and does not verify them.
+    (dst / "manifest.json").write_text(json.dumps(manifest))
+    return manifest["shards"][0]["name"]

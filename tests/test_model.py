@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from clickseg.config import ConfigError, window_layout
+from clickseg.config import ConfigError, load_config, window_layout
 from clickseg.model import build_segnext
 from clickseg.model.build import Architecture
+from clickseg.model.io import export_segnext
 from clickseg.model.prompt_encoder import click_maps, disk_offsets
 from clickseg.model.segnext_compat import from_segnext_keys, to_segnext_keys
 
@@ -104,12 +105,10 @@ def test_patch_size_sets_token_grid_prompt_tokens_and_input_check(tmp_path):
         for y, x in [(0, 0), (27, 44), (63, 63), (40, 9)]:
             moved = (model.prompt_encoder(torch.tensor([[[float(y), float(x), 1.0]]]), prev) - empty).abs().sum(-1)
             assert moved[0].nonzero().flatten().tolist() == [(y // 8) * 8 + x // 8]
-    from clickseg.config import load_config
     assert load_config(None, ["model.arch=tiny_p8", "model.input_size=72"]).model.input_size == 72
     for arch, size in [("tiny_p8", 60), ("tiny_global", 72)]:
         with pytest.raises(ConfigError, match="'model.input_size'.*patch size"):
             load_config(None, [f"model.arch={arch}", f"model.input_size={size}"])
-    from clickseg.model.io import export_segnext
     with pytest.raises(ValueError, match="16-pixel patches"):
         export_segnext(model, tmp_path / "p8.pth")
     assert not (tmp_path / "p8.pth").exists()

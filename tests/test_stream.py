@@ -4,9 +4,11 @@ from itertools import islice
 from pathlib import Path
 
 import pytest
+import torch
 
-from builtin_data import tiny_overrides
+from builtin_data import corrupt_copy, tiny_overrides
 from clickseg.config import load_config
+from clickseg.data import stream
 from clickseg.data.stream import Slot, TrainStream, assign
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,13 +66,8 @@ def test_ranks_see_disjoint_samples_that_together_cover_the_data(builtin_dirs, t
 def test_decoded_cache_leaves_the_stream_unchanged(builtin_dirs, tmp_path, world):
     """Items (keys, pixels, clicks, skip counts) are the same with and without the cache, over
     several passes of a shard set with a corrupt sample in every shard."""
-    import torch
-
-    from clickseg.data import stream
-    from test_train import _corrupt_copy
-
     bad = tmp_path / "bad-shards"
-    _corrupt_copy(builtin_dirs["cocolvis-train"], bad)
+    corrupt_copy(builtin_dirs["cocolvis-train"], bad)
     stream._CACHE = stream.DecodedCache()
     base = {"model.arch": "tiny_global", "model.input_size": 64, "data.train": str(bad)}
     plain, cached = (load_config(REPO / "configs" / "demo.yaml", tiny_overrides(

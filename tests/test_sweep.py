@@ -8,6 +8,10 @@ from pathlib import Path
 import yaml
 
 from builtin_data import tiny_overrides
+from clickseg.config import load_config
+from clickseg.report import click_curves, collect
+from jobs.grid import expand
+from jobs.sweep import training_cost
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -32,7 +36,6 @@ def test_local_sweep_trains_evaluates_every_epoch_and_reports(builtin_dirs, tmp_
     assert all(0.0 <= float(r["mIoU@1"]) <= 1.0 for r in rows)
     assert (sweep_dir / "miou.png").stat().st_size > 1000
     assert (sweep_dir / "iou_vs_clicks.png").stat().st_size > 1000
-    from clickseg.report import click_curves, collect
     curves = click_curves(collect([e["run_dir"] for e in index["experiments"]]))
     final = {(r["experiment"], r["dataset"]): r for r in rows if r["epoch"] == "2"}
     assert sorted(curves["davis"]) == sorted(f"{e} (center, epoch 2)" for e in ("mode-single_pos", "mode-single_any"))
@@ -57,10 +60,6 @@ def test_sweep_rejects_a_bad_grid_before_creating_anything(tmp_path):
 def test_local_sweep_starts_the_costliest_trainings_first(tmp_path):
     """Longest-first order: inputs by pixels, then multi > single_any > single_pos (gradient-free
     passes), and more samples cost more."""
-    from clickseg.config import load_config
-    from jobs.grid import expand
-    from jobs.sweep import training_cost
-
     grid_file = tmp_path / "grid.yaml"
     grid_file.write_text("model: {arch: tiny_p8}\n"
                          "grid:\n  model.input_size: [40, 64]\n  clicks.mode: [single_pos, multi, single_any]\n")

@@ -1,11 +1,9 @@
 """Training: resume after a kill, atomic checkpoints, 2-process DDP on CPU, bad samples."""
-import io
 import json
 import os
 import signal
 import subprocess
 import sys
-import tarfile
 import time
 from pathlib import Path
 
@@ -13,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from builtin_data import tiny_overrides
+from builtin_data import corrupt_copy, tiny_overrides
 from clickseg import checkpoint
 from clickseg.config import load_config
 from clickseg.train import train
@@ -176,32 +174,11 @@ def test_two_cpu_processes_stay_in_sync(builtin_dirs, tmp_path):
     assert state["step"] == 16 // (4 * 2)
 
 
-def _corrupt_copy(src: Path, dst: Path) -> str:
-    """Copy a shard directory, replacing the image of the 2nd sample of every shard with garbage."""
-    dst.mkdir()
-    manifest = json.loads((src / "manifest.json").read_text())
-    for shard in manifest["shards"]:
-        with tarfile.open(src / shard["name"]) as tin, tarfile.open(dst / shard["name"], "w") as tout:
-            keys: list[str] = []
-            for member in tin.getmembers():
-                data = tin.extractfile(member).read()
-                key = member.name.split(".", 1)[0]
-                if key not in keys:
-                    keys.append(key)
-                if len(keys) == 2 and member.name.endswith((".jpg", ".png")):
-                    data = b"\xff\xd8\xff" + os.urandom(200)
-                    member.size = len(data)
-                tout.addfile(member, io.BytesIO(data))
-    # The manifest lists the originals' checksums; training reads by sample and does not verify them.
-    (dst / "manifest.json").write_text(json.dumps(manifest))
-    return manifest["shards"][0]["name"]
-
-
 def test_corrupt_samples_are_skipped_counted_and_training_goes_on(builtin_dirs, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     bad = tmp_path / "bad-shards"
-    _corrupt_copy(builtin_dirs["cocolvis-train"], bad)
+    corrupt_copy(builtin_dirs["cocolvis-train"], bad)
     run_dir = tmp_path / "run"
     cfg = load_config(None, tiny_overrides(builtin_dirs, run_dir, **{"data.train": str(bad),
                                                                     "train.samples_per_epoch": 40,
