@@ -15,21 +15,25 @@ from clickseg.model import SegNext
 
 
 class _Frozen:
-    """The model in eval mode without gradient; image features computed once for all the clicks."""
+    """The model in eval mode for the ``with`` block (switched once, not per click), run without
+    gradient; image features computed once for all the clicks."""
 
     def __init__(self, model: SegNext, images: torch.Tensor):
         self.model, self.images, self.features = model, images, None
 
+    def __enter__(self) -> "_Frozen":
+        self.was_training = self.model.training
+        self.model.eval()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.model.train(self.was_training)
+
     @torch.no_grad()
     def predict(self, clicks: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            if self.features is None:
-                self.features = self.model.encode_image(self.images)
-            return torch.sigmoid(self.model.decode(self.features, clicks, prev).float())
-        finally:
-            self.model.train(was_training)
+        if self.features is None:
+            self.features = self.model.encode_image(self.images)
+        return torch.sigmoid(self.model.decode(self.features, clicks, prev).float())
 
 
 def prepare_prompts(model: SegNext, images: torch.Tensor, gt: torch.Tensor, clicks: torch.Tensor,
@@ -52,19 +56,21 @@ def prepare_prompts(model: SegNext, images: torch.Tensor, gt: torch.Tensor, clic
             return clicks, prev
         clicks = torch.cat([clicks, clicks.new_full((b, n_extra, 3), -1.0)], dim=1)
         base = clicks.shape[1] - n_extra
-        frozen = _Frozen(model, images)
-        for i in range(n_extra):
-            prev = frozen.predict(clicks, prev)
-            pred = prev[:, 0].cpu().numpy() > thr
-            for j in range(b):
-                c = center_click(gt_np[j].astype(np.int64), pred[j], np.ones_like(pred[j]))
-                clicks[j, base + i] = torch.tensor([c.y, c.x, float(c.is_positive)], device=device)
+        gt_int, everywhere = gt_np.astype(np.int64), np.ones_like(gt_np[0])
+        with _Frozen(model, images) as frozen:
+            for i in range(n_extra):
+                prev = frozen.predict(clicks, prev)
+                pred = prev[:, 0].cpu().numpy() > thr
+                for j in range(b):
+                    c = center_click(gt_int[j], pred[j], everywhere)
+                    clicks[j, base + i] = torch.tensor([c.y, c.x, float(c.is_positive)], device=device)
         return clicks, prev
 
     if cfg.mode == "single_any":
         redo = rng.random(b) < 0.5
         if redo.any():
-            guess = _Frozen(model, images).predict(clicks, prev)
+            with _Frozen(model, images) as frozen:
+                guess = frozen.predict(clicks, prev)
             pred = guess[:, 0].cpu().numpy() > thr
             for j in np.flatnonzero(redo):
                 c = random_error_click(gt_np[j], pred[j], rng)
