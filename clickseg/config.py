@@ -24,6 +24,8 @@ import yaml
 from clickseg.architectures import ARCHITECTURES
 
 LR_SCHEDULES = ("multistep", "cosine")
+OPTIMIZERS = ("adam", "adamw")
+IMAGE_DRAWS = ("with_replacement", "once_per_pass")
 CLICK_MODES = ("multi", "single_pos", "single_any")
 EXECUTORS = ("local", "slurm")
 PATCH_SIZE = 16
@@ -46,20 +48,33 @@ class ModelConfig:
     """Side T of the square model input; images are resized to T x T."""
     pretrained: Optional[str] = None
     """Local path of MAE ViT weights (``{'model': state_dict}``) to initialise the image encoder."""
+    pos_embed_antialias: bool = False
+    """Resize the MAE position embedding to the token grid with antialiasing (SegNext: bicubic without)."""
 
 
 @dataclass
 class DataConfig:
+    """Where the data is, and how training samples are drawn and prepared (SegNext's values)."""
+
     train: str = ""
     """Shard directory (with manifest.json) of the training set."""
     eval: dict[str, str] = field(default_factory=dict)
     """Evaluation sets: name -> shard directory."""
+    image_draw: str = "with_replacement"
+    """``with_replacement`` (SegNext: every sample draws an image uniformly at random, so an image
+    appears a Poisson(1) number of times per pass) or ``once_per_pass`` (every image once per pass)."""
     stuff_prob: float = 0.3
-    """Probability that a sample's stuff regions are kept as training objects (SegNext: 0.3)."""
-    min_object_area: int = 80
-    """Objects smaller than this (pixels, after cropping) are not chosen for training."""
-    scale_min: float = 0.75
-    scale_max: float = 1.4
+    """Per image: probability that stuff regions are root objects (else they are erased to background)."""
+    keep_background_prob: float = 0.05
+    """When augmentation leaves no object pixel, keep the sample anyway with this probability
+    (an empty target, negative clicks only); otherwise augment the image again."""
+    min_object_area: int = 1000
+    """Objects smaller than this (pixels at the input size T, after augmentation) are removed
+    before the target is chosen; the children of a removed object go to its parent."""
+    merge_objects_prob: float = 0.15
+    """With two or more root objects, the target is the union of several with this probability."""
+    max_merged_objects: int = 2
+    """A merged target unites 2 to this many distinct root objects."""
     num_workers: int = 0
     shuffle_buffer: int = 256
     cache_mb: float = 0
@@ -68,31 +83,84 @@ class DataConfig:
 
 
 @dataclass
+class AugmentConfig:
+    """SegNext's training augmentation, in its order (probabilities per sample). The geometric
+    steps are applied as one affine warp, the colour steps as one lookup table; see
+    ``clickseg/data/augment.py``."""
+
+    scale_min: float = 0.75
+    scale_max: float = 1.4
+    """UniformRandomResize: both sides scaled by one factor uniform in [scale_min, scale_max]."""
+    flip_prob: float = 0.5
+    """Flip: horizontal, vertical or both, a third of the time each."""
+    rotate90_prob: float = 0.5
+    """RandomRotate90: 0, 1, 2 or 3 quarter turns, uniform."""
+    shift_rotate_prob: float = 0.75
+    shift_limit: float = 0.03
+    """ShiftScaleRotate: shift uniform in +-shift_limit of each side."""
+    rotate_limit: float = 3.0
+    """ShiftScaleRotate: rotation uniform in +-rotate_limit degrees (no scale change; border 0)."""
+    brightness_contrast_prob: float = 0.75
+    brightness_limit: list[float] = field(default_factory=lambda: [-0.25, 0.25])
+    """RandomBrightnessContrast: add a value uniform in this range times 255."""
+    contrast_limit: list[float] = field(default_factory=lambda: [-0.15, 0.4])
+    """RandomBrightnessContrast: multiply by 1 + a value uniform in this range."""
+    rgb_shift_prob: float = 0.75
+    rgb_shift_limit: float = 10.0
+    """RGBShift: each channel shifted by a value uniform in +-rgb_shift_limit."""
+
+
+@dataclass
 class ClickConfig:
+    """Training clicks: SegNext's MultiPointSampler and its correction clicks (its values)."""
+
     mode: str = "multi"
-    """``multi``: several positive/negative clicks from the mask plus up to
+    """``multi``: SegNext's sampler (several positive and negative clicks) plus up to
     ``max_correction_clicks`` clicks simulated from the model's own prediction;
-    ``single_pos``: exactly one positive click; ``single_any``: exactly one
-    click, positive or negative, placed in the error region of a previous mask."""
-    max_positive: int = 12
-    max_negative: int = 12
+    ``single_pos``: exactly one positive click (SegNext's positive rule);
+    ``single_any``: exactly one click, positive or negative: half of the samples get the
+    positive click, the other half a click placed by the correction rule in the error of the
+    model's prediction for that positive click, which becomes the previous mask."""
+    max_positive: int = 24
+    """Positive clicks: 1 + i, i in 0..max_positive-1 with P(i) proportional to prob_gamma^i.
+    Rows 0..max_positive-1 of the click array hold them (SegNext's num_max_points)."""
+    max_negative: int = 24
+    """Negative clicks: i in 0..max_negative with P(i) proportional to prob_gamma^i; the next rows."""
+    prob_gamma: float = 0.8
+    positive_erode_prob: float = 0.9
+    """Positive clicks come from the target eroded (3x3 kernel) with this probability, when more
+    than 10 pixels remain."""
+    positive_erode_iters: int = 3
+    negative_border_prob: float = 0.5
+    """Each negative click: from the border ring around the target with this probability ..."""
+    negative_other_prob: float = 0.4
+    """... from other objects' pixels with this one ..."""
+    negative_bg_prob: float = 0.1
+    """... or from anywhere outside the target (the three must sum to 1)."""
+    border_expand_ratio: float = 0.1
+    """The border ring is the target dilated by ceil(ratio * sqrt(area)) 3x3 iterations, minus the target."""
     max_correction_clicks: int = 3
-    negative_band: int = 40
-    """Negative clicks are drawn from background pixels within this distance of the object."""
+    """``multi``: per batch, n uniform in 0..max_correction_clicks clicks from the model's errors."""
+    threshold: float = 0.49
+    """Correction clicks: false negative where probability < threshold, false positive where > threshold."""
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 90
+    epochs: int = 100
     samples_per_epoch: int = 30000
     """An epoch is this many training samples, summed over all processes."""
-    batch_size: int = 8
-    """Per process."""
+    batch_size: int = 16
+    """Per process (SegNext: 16 in all, 4 GPUs x 4)."""
+    optimizer: str = "adam"
+    """``adam`` (SegNext; ``weight_decay`` added to the gradient) or ``adamw`` (decoupled weight decay)."""
     lr: float = 5e-5
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
     weight_decay: float = 0.0
     lr_schedule: str = "multistep"
     """``multistep`` (SegNext: x ``lr_gamma`` at each epoch in ``lr_milestones``) or ``cosine`` (to 0 at the end)."""
-    lr_milestones: list[int] = field(default_factory=lambda: [50, 55])
+    lr_milestones: list[int] = field(default_factory=lambda: [50, 90])
     lr_gamma: float = 0.1
     warmup_steps: int = 0
     """Linear warm-up from 0 over this many optimizer steps, then the schedule."""
@@ -163,6 +231,7 @@ class Config:
     """Directory of this experiment: checkpoints, TensorBoard, results."""
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     clicks: ClickConfig = field(default_factory=ClickConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -297,18 +366,17 @@ def validate(cfg: Config) -> None:
     if ARCHITECTURES[m.arch].uses_windows:
         window_layout(m.input_size, patch)
     need(cfg.clicks.mode in CLICK_MODES, "clicks.mode", f"unknown click mode {cfg.clicks.mode!r}; one of {CLICK_MODES}")
-    need(cfg.clicks.max_positive >= 1, "clicks.max_positive", "must be >= 1")
-    need(cfg.clicks.max_negative >= 0, "clicks.max_negative", "must be >= 0")
-    need(cfg.clicks.max_correction_clicks >= 0, "clicks.max_correction_clicks", "must be >= 0")
-    need(0.0 <= cfg.data.stuff_prob <= 1.0, "data.stuff_prob", "must be in [0, 1]")
-    need(0 < cfg.data.scale_min <= cfg.data.scale_max, "data.scale_min", "need 0 < scale_min <= scale_max")
-    need(cfg.data.cache_mb >= 0, "data.cache_mb", "must be >= 0 (0: no cache)")
+    _validate_recipe(cfg, need)
     t = cfg.train
     need(t.epochs >= 1, "train.epochs", "must be >= 1")
     need(t.batch_size >= 1, "train.batch_size", "must be >= 1")
     need(t.samples_per_epoch >= t.batch_size * t.num_processes, "train.samples_per_epoch",
          "must be at least one batch on every process")
     need(t.lr > 0, "train.lr", "must be > 0")
+    need(t.optimizer in OPTIMIZERS, "train.optimizer", f"one of {OPTIMIZERS}")
+    need(len(t.betas) == 2 and all(0.0 <= b < 1.0 for b in t.betas), "train.betas", "two values in [0, 1)")
+    need(t.eps > 0, "train.eps", "must be > 0")
+    need(t.weight_decay >= 0, "train.weight_decay", "must be >= 0")
     need(t.lr_schedule in LR_SCHEDULES, "train.lr_schedule", f"one of {LR_SCHEDULES}")
     need(t.warmup_steps >= 0, "train.warmup_steps", "must be >= 0")
     need(t.num_processes >= 1, "train.num_processes", "must be >= 1")
@@ -334,6 +402,47 @@ def validate(cfg: Config) -> None:
          "executor.signal_delay_s", f"must be > 0 and below the time limit ({60 * cfg.executor.time_min} s)")
     need(cfg.executor.array_parallelism >= 1, "executor.array_parallelism", "must be >= 1")
     need(bool(cfg.name) and "/" not in cfg.name, "name", "must be a non-empty name without '/'")
+
+
+def _validate_recipe(cfg: Config, need) -> None:
+    """The data, augmentation and click keys of the training recipe."""
+    d, a, c = cfg.data, cfg.augment, cfg.clicks
+    probs = {"data.stuff_prob": d.stuff_prob, "data.keep_background_prob": d.keep_background_prob,
+             "data.merge_objects_prob": d.merge_objects_prob, "augment.flip_prob": a.flip_prob,
+             "augment.rotate90_prob": a.rotate90_prob, "augment.shift_rotate_prob": a.shift_rotate_prob,
+             "augment.brightness_contrast_prob": a.brightness_contrast_prob,
+             "augment.rgb_shift_prob": a.rgb_shift_prob, "clicks.positive_erode_prob": c.positive_erode_prob,
+             "clicks.negative_border_prob": c.negative_border_prob,
+             "clicks.negative_other_prob": c.negative_other_prob, "clicks.negative_bg_prob": c.negative_bg_prob}
+    for key, p in probs.items():
+        need(0.0 <= p <= 1.0, key, f"{p} is not a probability in [0, 1]")
+    need(d.image_draw in IMAGE_DRAWS, "data.image_draw", f"unknown draw {d.image_draw!r}; one of {IMAGE_DRAWS}")
+    need(d.min_object_area >= 0, "data.min_object_area", "must be >= 0")
+    need(d.max_merged_objects >= 2, "data.max_merged_objects", "must be >= 2 (a merged target unites 2 or more)")
+    need(d.cache_mb >= 0, "data.cache_mb", "must be >= 0 (0: no cache)")
+    need(d.num_workers >= 0, "data.num_workers", "must be >= 0")
+    need(d.shuffle_buffer >= 1, "data.shuffle_buffer", "must be >= 1")
+    need(0 < a.scale_min <= a.scale_max, "augment.scale_min", "need 0 < scale_min <= scale_max")
+    need(0.0 <= a.shift_limit < 0.5, "augment.shift_limit", "must be in [0, 0.5)")
+    need(0.0 <= a.rotate_limit <= 180.0, "augment.rotate_limit", "must be in [0, 180] degrees")
+    for key, lim in (("augment.brightness_limit", a.brightness_limit), ("augment.contrast_limit", a.contrast_limit)):
+        need(len(lim) == 2 and lim[0] <= lim[1], key, f"{lim} must be [low, high] with low <= high")
+    need(a.contrast_limit[0] > -1.0, "augment.contrast_limit", "low must be > -1 (the factor is 1 + value)")
+    need(a.rgb_shift_limit >= 0, "augment.rgb_shift_limit", "must be >= 0")
+    need(c.max_positive >= 1, "clicks.max_positive", "must be >= 1")
+    need(c.max_negative >= 0, "clicks.max_negative", "must be >= 0")
+    need(0.0 < c.prob_gamma, "clicks.prob_gamma", "must be > 0")
+    need(c.positive_erode_iters >= 0, "clicks.positive_erode_iters", "must be >= 0")
+    need(c.border_expand_ratio >= 0, "clicks.border_expand_ratio", "must be >= 0")
+    total = c.negative_border_prob + c.negative_other_prob + c.negative_bg_prob
+    need(abs(total - 1.0) < 1e-6, "clicks.negative_border_prob",
+         f"negative_border_prob + negative_other_prob + negative_bg_prob must be 1, got {total:g}")
+    need(c.max_correction_clicks >= 0, "clicks.max_correction_clicks", "must be >= 0")
+    # Correction click i goes to row max_positive - i (positive) or the i-th last row (negative).
+    need(c.mode != "multi" or c.max_correction_clicks <= min(c.max_positive, c.max_negative),
+         "clicks.max_correction_clicks", f"must be <= clicks.max_positive ({c.max_positive}) and "
+         f"clicks.max_negative ({c.max_negative}): correction clicks take the last rows of each half")
+    need(0.0 < c.threshold < 1.0, "clicks.threshold", "must be in (0, 1)")
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

@@ -9,8 +9,7 @@ import numpy as np
 import torch
 
 from clickseg.config import ClickConfig
-from clickseg.data.clicks import random_error_click
-from clickseg.eval.clickers import center_click
+from clickseg.data.clicks import correction_click
 from clickseg.model import SegNext
 
 
@@ -37,8 +36,15 @@ class _Frozen:
 
 
 def prepare_prompts(model: SegNext, images: torch.Tensor, gt: torch.Tensor, clicks: torch.Tensor,
-                    cfg: ClickConfig, rng: np.random.Generator, thr: float = 0.49) -> tuple[torch.Tensor, torch.Tensor]:
+                    cfg: ClickConfig, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Return ``(clicks, prev_mask)`` on the images' device for one training step.
+
+    ``multi`` (SegNext's trainer): n uniform in 0..``max_correction_clicks`` for the batch; n
+    times, the model's probabilities become the previous mask and every sample gets a click by
+    the correction rule (``clickseg.data.clicks.correction_click``) in row ``max_positive - i``
+    (positive) or the i-th last row (negative); a sample without error gets none.
+    ``single_any``: half of the samples replace their positive click by a correction click in
+    the error of the model's prediction for it, which becomes their previous mask.
 
     Args:
         images: (B, 3, T, T) in [0, 1]; gt: (B, 1, T, T) object masks.
@@ -54,16 +60,17 @@ def prepare_prompts(model: SegNext, images: torch.Tensor, gt: torch.Tensor, clic
         n_extra = int(rng.integers(0, cfg.max_correction_clicks + 1))
         if n_extra == 0:
             return clicks, prev
-        clicks = torch.cat([clicks, clicks.new_full((b, n_extra, 3), -1.0)], dim=1)
-        base = clicks.shape[1] - n_extra
-        gt_int, everywhere = gt_np.astype(np.int64), np.ones_like(gt_np[0])
+        clicks = clicks.clone()
+        rows = clicks.shape[1]
         with _Frozen(model, images) as frozen:
-            for i in range(n_extra):
+            for i in range(1, n_extra + 1):
                 prev = frozen.predict(clicks, prev)
-                pred = prev[:, 0].cpu().numpy() > thr
+                prob = prev[:, 0].cpu().numpy()
                 for j in range(b):
-                    c = center_click(gt_int[j], pred[j], everywhere)
-                    clicks[j, base + i] = torch.tensor([c.y, c.x, float(c.is_positive)], device=device)
+                    c = correction_click(gt_np[j], prob[j], cfg.threshold, rng)
+                    if c is not None:
+                        row = cfg.max_positive - i if c[2] else rows - i
+                        clicks[j, row] = torch.tensor(c, dtype=clicks.dtype, device=device)
         return clicks, prev
 
     if cfg.mode == "single_any":
@@ -71,9 +78,10 @@ def prepare_prompts(model: SegNext, images: torch.Tensor, gt: torch.Tensor, clic
         if redo.any():
             with _Frozen(model, images) as frozen:
                 guess = frozen.predict(clicks, prev)
-            pred = guess[:, 0].cpu().numpy() > thr
+            prob = guess[:, 0].cpu().numpy()
+            clicks = clicks.clone()
             for j in np.flatnonzero(redo):
-                c = random_error_click(gt_np[j], pred[j], rng)
+                c = correction_click(gt_np[j], prob[j], cfg.threshold, rng)
                 if c is not None:
                     clicks[j, 0] = torch.tensor(c, dtype=clicks.dtype, device=device)
                     prev[j] = guess[j]

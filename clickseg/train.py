@@ -88,13 +88,16 @@ class StopRequest:
 
 
 def make_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer:
-    """AdamW, fused into one kernel where this torch supports it for the parameters' device (CPU
+    """``train.optimizer``: Adam (SegNext: lr 5e-5, betas (0.9, 0.999), eps 1e-8, no weight decay)
+    or AdamW; fused into one kernel where this torch supports it for the parameters' device (CPU
     from torch 2.4): the per-tensor update loop otherwise costs a tenth of a small model's step."""
-    kwargs = dict(lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    t = cfg.train
+    cls = torch.optim.Adam if t.optimizer == "adam" else torch.optim.AdamW
+    kwargs = dict(lr=t.lr, betas=tuple(t.betas), eps=t.eps, weight_decay=t.weight_decay)
     try:
-        return torch.optim.AdamW(model.parameters(), fused=True, **kwargs)
+        return cls(model.parameters(), fused=True, **kwargs)
     except (RuntimeError, ValueError):
-        return torch.optim.AdamW(model.parameters(), **kwargs)
+        return cls(model.parameters(), **kwargs)
 
 
 def train(cfg: Config) -> None:
@@ -113,7 +116,7 @@ def train(cfg: Config) -> None:
 
     model = build_segnext(cfg.model.arch, cfg.model.input_size)
     if cfg.model.pretrained:
-        report = load_mae_weights(model, cfg.model.pretrained)
+        report = load_mae_weights(model, cfg.model.pretrained, antialias=cfg.model.pos_embed_antialias)
         accelerator.print(report)
     optimizer = make_optimizer(model, cfg)
     steps_per_epoch = cfg.train.samples_per_epoch // (cfg.train.batch_size * world)

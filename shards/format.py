@@ -62,10 +62,12 @@ class Object:
     """One annotated region of a sample."""
 
     id: int
-    mask: np.ndarray  # H x W bool
+    mask: np.ndarray | None  # H x W bool (None when decoded with ``object_masks=False``)
     is_stuff: bool = False
     parent: int | None = None
     children: list[int] = field(default_factory=list)
+    layer: int = 0  # the object's pixels are ``Sample.layers[layer] == value``
+    value: int = 0
 
 
 @dataclass
@@ -77,6 +79,7 @@ class Sample:
     image: np.ndarray  # H x W x 3 uint8 RGB
     objects: list[Object]
     flags: list[str]
+    layers: np.ndarray | None = None  # (L, H, W) integer layers the objects index into
 
 
 def sample_key(index: int) -> str:
@@ -175,8 +178,12 @@ def encode_sample(
     }
 
 
-def decode_sample(raw: dict[str, Any]) -> Sample:
-    """Decode one raw sample (member suffix -> bytes, plus ``__key__``/``__url__``)."""
+def decode_sample(raw: dict[str, Any], object_masks: bool = True) -> Sample:
+    """Decode one raw sample (member suffix -> bytes, plus ``__key__``/``__url__``).
+
+    With ``object_masks=False`` the per-object bool masks are not built (``Object.mask`` is
+    None); the objects' pixels are then read from ``Sample.layers`` with ``layer``/``value``.
+    """
     key = str(raw.get("__key__", "?"))
     where = f"shard {raw.get('__url__', '?')} sample {key}"
 
@@ -223,15 +230,18 @@ def decode_sample(raw: dict[str, Any]) -> Sample:
             objects.append(
                 Object(
                     id=int(o["id"]),
-                    mask=layers[o["layer"]] == o["value"],
+                    mask=(layers[o["layer"]] == o["value"]) if object_masks else None,
                     is_stuff=bool(o["is_stuff"]),
                     parent=o["parent"],
                     children=list(o["children"]),
+                    layer=int(o["layer"]),
+                    value=int(o["value"]),
                 )
             )
     except (KeyError, TypeError) as e:
         raise ShardFormatError(f"{where}: bad object entry in meta.json ({e!r})") from e
-    return Sample(key=key, source=str(meta.get("source", "")), image=image, objects=objects, flags=list(meta.get("flags", [])))
+    return Sample(key=key, source=str(meta.get("source", "")), image=image, objects=objects,
+                  flags=list(meta.get("flags", [])), layers=layers)
 
 
 def iter_shard(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:

@@ -116,7 +116,9 @@ def test_neither_format_is_refused(tmp_path):
 
 
 def test_mae_weights_resampled_and_reported(tmp_path):
-    """An MAE file at 224 px initialises a 448 px encoder: blocks copied, pos_embed resampled by timm."""
+    """An MAE file at 224 px initialises a 448 px encoder: blocks copied, pos_embed resized as SegNext
+    does (bicubic, no antialiasing: the grid reshaped and F.interpolate'd, the prefix token kept);
+    with ``antialias=True`` it is timm's antialiased resampling instead."""
     torch.manual_seed(0)
     source = build_segnext("tiny", 224).image_encoder.state_dict()
     mae = {k: torch.randn_like(v) for k, v in source.items() if not k.startswith("fc_norm")}
@@ -126,7 +128,15 @@ def test_mae_weights_resampled_and_reported(tmp_path):
     model = build_segnext("tiny", 448)
     report = load_mae_weights(model, str(tmp_path / "mae.pth"))
     enc = model.image_encoder.state_dict()
-    assert torch.equal(enc["pos_embed"], resample_abs_pos_embed(mae["pos_embed"], [28, 28], num_prefix_tokens=1))
+    grid = mae["pos_embed"][:, 1:].reshape(1, 14, 14, 128).permute(0, 3, 1, 2)
+    resized = torch.nn.functional.interpolate(grid, size=(28, 28), mode="bicubic", align_corners=False)
+    segnext_way = torch.cat([mae["pos_embed"][:, :1], resized.permute(0, 2, 3, 1).flatten(1, 2)], dim=1)
+    assert torch.equal(enc["pos_embed"], segnext_way)
+    aa = build_segnext("tiny", 448)
+    load_mae_weights(aa, str(tmp_path / "mae.pth"), antialias=True)
+    antialiased = resample_abs_pos_embed(mae["pos_embed"], [28, 28], num_prefix_tokens=1, antialias=True)
+    assert torch.equal(aa.image_encoder.state_dict()["pos_embed"], antialiased)
+    assert not torch.allclose(antialiased, segnext_way, atol=1e-3)
     assert enc["pos_embed"].shape == (1, 28 * 28 + 1, 128)
     assert all(torch.equal(enc[k], v) for k, v in mae.items() if k in enc and k != "pos_embed")
     assert "new (not in file): ['fc_norm.bias', 'fc_norm.weight']" in report

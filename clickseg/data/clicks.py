@@ -1,73 +1,168 @@
-"""Click simulation for training (the model's inputs, in crop pixels)."""
+"""Training clicks as SegNext draws them: its MultiPointSampler and its correction-click rule.
+
+Clicks are rows ``(y, x, label)`` in model pixels, label 1 positive, 0 negative; unused rows are
+``(-1, -1, -1)``. In ``multi`` mode the array has ``max_positive + max_negative`` rows: the
+positive clicks fill the first half from the top, the negative ones the second half, and the
+correction clicks of training take the last rows of either half (as in SegNext's trainer).
+"""
 from __future__ import annotations
+
+import math
+from functools import lru_cache
 
 import cv2
 import numpy as np
 
 from clickseg.config import ClickConfig
+from clickseg.data.targets import Scene, Target
 
-PAD = (-1, -1, -1)
-
-
-def _distance_inside(mask: np.ndarray) -> np.ndarray:
-    """Euclidean distance of each mask pixel to the nearest non-mask pixel (image border counts as outside)."""
-    padded = np.pad(mask.astype(np.uint8), 1)
-    return cv2.distanceTransform(padded, cv2.DIST_L2, 0)[1:-1, 1:-1]
+PAD = -1.0
+_KERNEL = np.ones((3, 3), np.uint8)
 
 
-def _pick(candidates: np.ndarray, k: int, rng: np.random.Generator) -> list[tuple[int, int]]:
-    ys, xs = np.nonzero(candidates)
-    if len(ys) == 0 or k <= 0:
-        return []
-    idx = rng.choice(len(ys), size=min(k, len(ys)), replace=False)
-    return [(int(ys[i]), int(xs[i])) for i in idx]
+@lru_cache(maxsize=None)
+def count_probs(n: int, gamma: float) -> np.ndarray:
+    """P(i) proportional to gamma**i for i in 0..n-1."""
+    p = gamma ** np.arange(n, dtype=np.float64)
+    return p / p.sum()
 
 
-def _count(max_count: int, rng: np.random.Generator, at_least: int) -> int:
-    """at_least + a geometric number of extra clicks (mean about 1), capped at ``max_count``."""
-    return min(max_count, at_least + int(rng.geometric(0.5)) - 1)
+def uniform_pixels(region: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """k pixels (y, x) drawn uniformly with replacement from a bool mask; none when it is empty.
 
-
-def initial_clicks(mask: np.ndarray, cfg: ClickConfig, rng: np.random.Generator) -> list[tuple[int, int, int]]:
-    """Clicks drawn from the ground-truth mask before any prediction: (y, x, label), label 1 or 0.
-
-    ``multi``: 1 + geometric positives inside the object (away from its edge when
-    possible) and geometric negatives in a background band around it;
-    ``single_pos`` and ``single_any``: one positive click (``single_any`` may later
-    replace it with a click in the error region of the model's own prediction).
+    Candidates are drawn uniformly in the region's bounding box and kept when inside (each kept
+    one is uniform over the region); a sparse region is listed instead.
     """
-    inside = _distance_inside(mask)
-    interior = inside > 2.0
-    pos_region = interior if interior.any() else mask
+    if k <= 0:
+        return np.zeros((0, 2), np.int64)
+    u8 = np.ascontiguousarray(region).view(np.uint8)
+    x0, y0, w, h = cv2.boundingRect(u8)
+    if w == 0 or h == 0:
+        return np.zeros((0, 2), np.int64)
+    box = u8[y0:y0 + h, x0:x0 + w]
+    count = cv2.countNonZero(box)
+    if count * 4 < w * h:
+        flat = np.flatnonzero(box)
+        ys, xs = np.divmod(flat[rng.integers(0, len(flat), size=k)], w)
+        return np.stack([ys + y0, xs + x0], axis=1)
+    picked: list[np.ndarray] = []
+    need = k
+    while need > 0:
+        m = 2 * need * w * h // count + 8
+        ys, xs = rng.integers(0, h, size=m), rng.integers(0, w, size=m)
+        inside = box[ys, xs] > 0
+        got = np.stack([ys[inside], xs[inside]], axis=1)[:need]
+        picked.append(got)
+        need -= len(got)
+    return np.concatenate(picked) + np.array([y0, x0])
+
+
+def positive_region(mask: np.ndarray, cfg: ClickConfig, rng: np.random.Generator) -> np.ndarray:
+    """The object, eroded (3x3 kernel, ``positive_erode_iters`` times; the image border does not
+    erode) with probability ``positive_erode_prob`` when more than 10 pixels remain."""
+    if rng.random() < cfg.positive_erode_prob and cfg.positive_erode_iters > 0:
+        eroded = cv2.erode(np.ascontiguousarray(mask).view(np.uint8), _KERNEL, iterations=cfg.positive_erode_iters)
+        if np.count_nonzero(eroded) > 10:
+            return eroded.astype(bool)
+    return mask
+
+
+def border_region(mask: np.ndarray, expand_ratio: float) -> np.ndarray:
+    """The ring of ceil(ratio * sqrt(area)) 3x3 dilations around the mask, the mask excluded."""
+    r = int(math.ceil(expand_ratio * math.sqrt(np.count_nonzero(mask))))
+    if r == 0:
+        return np.zeros_like(mask)
+    # A 3x3 dilation repeated r times is one (2r + 1) square dilation (OpenCV merges them so).
+    return cv2.dilate(np.ascontiguousarray(mask).view(np.uint8), _KERNEL, iterations=r).astype(bool) & ~mask
+
+
+def positive_clicks(scene: Scene, target: Target, cfg: ClickConfig, rng: np.random.Generator,
+                    single: bool = False) -> np.ndarray:
+    """(n, 2) positive pixels. One object: 1 + i clicks, P(i) ~ gamma^i, from its positive region.
+    A merged target: the first click in each member, then i ~ the negative-count law further
+    clicks, each in a member chosen uniformly, at most ``max_positive`` in all. ``single``: one
+    click in the first member."""
+    if not target.members:
+        return np.zeros((0, 2), np.int64)
+    regions = [positive_region(scene.mask(m), cfg, rng) for m in target.members]
+    if single:
+        return uniform_pixels(regions[0], 1, rng)
+    if len(regions) == 1:
+        n = 1 + int(rng.choice(cfg.max_positive, p=count_probs(cfg.max_positive, cfg.prob_gamma)))
+        return uniform_pixels(regions[0], n, rng)
+    firsts = [uniform_pixels(r, 1, rng) for r in regions]
+    extra = int(rng.choice(cfg.max_positive + 1, p=count_probs(cfg.max_positive + 1, cfg.prob_gamma)))
+    extra = min(extra, max(0, cfg.max_positive - len(regions)))
+    owners = rng.integers(0, len(regions), size=extra)
+    rest = [uniform_pixels(regions[k], int((owners == k).sum()), rng) for k in range(len(regions))]
+    out = np.concatenate(firsts + rest)
+    return out[: cfg.max_positive]
+
+
+def negative_clicks(scene: Scene, target: Target, cfg: ClickConfig, rng: np.random.Generator) -> np.ndarray:
+    """(n, 2) negative pixels: i ~ gamma^i clicks (0..max_negative), each from the border ring
+    (p ``negative_border_prob``), other objects (``negative_other_prob``) or anywhere outside the
+    target (``negative_bg_prob``); a click whose region is empty is dropped. Without a target every
+    region is the background (pixels of no object)."""
+    n = int(rng.choice(cfg.max_negative + 1, p=count_probs(cfg.max_negative + 1, cfg.prob_gamma)))
+    if n == 0:
+        return np.zeros((0, 2), np.int64)
+    probs = [cfg.negative_border_prob, cfg.negative_other_prob, cfg.negative_bg_prob]
+    per_strategy = rng.multinomial(n, np.asarray(probs) / sum(probs))
+    picks = []
+    for strategy, k in zip(("border", "other", "bg"), per_strategy):
+        if k:
+            picks.append(uniform_pixels(_negative_region(strategy, scene, target, cfg), int(k), rng))
+    return np.concatenate(picks) if picks else np.zeros((0, 2), np.int64)
+
+
+def _negative_region(strategy: str, scene: Scene, target: Target, cfg: ClickConfig) -> np.ndarray:
+    if not target.members:
+        return ~scene.foreground()
+    if strategy == "border":
+        return border_region(target.mask, cfg.border_expand_ratio)
+    if strategy == "other" and len(scene.kept) > len(target.members):
+        return scene.foreground() & ~target.mask
+    return ~target.mask  # "bg", and "other" when the target is every kept object
+
+
+def initial_clicks(scene: Scene, target: Target, cfg: ClickConfig, rng: np.random.Generator) -> np.ndarray:
+    """The click array of a sample: (max_positive + max_negative, 3) for ``multi``, else (1, 3)."""
     if cfg.mode != "multi":
-        return [(y, x, 1) for y, x in _pick(pos_region, 1, rng)]
-    clicks = [(y, x, 1) for y, x in _pick(pos_region, _count(cfg.max_positive, rng, 1), rng)]
-    outside = _distance_inside(~mask)
-    band = (outside > 2.0) & (outside <= cfg.negative_band)
-    clicks += [(y, x, 0) for y, x in _pick(band, _count(cfg.max_negative, rng, 0), rng)]
-    return clicks
-
-
-def random_error_click(gt: np.ndarray, pred: np.ndarray, rng: np.random.Generator) -> tuple[int, int, int] | None:
-    """A click uniform over the false-negative or false-positive region, the region chosen
-    with probability proportional to its area (positive in FN, negative in FP)."""
-    fn = gt & ~pred
-    fp = ~gt & pred
-    n_fn, n_fp = int(fn.sum()), int(fp.sum())
-    if n_fn + n_fp == 0:
-        return None
-    region, label = (fn, 1) if rng.random() * (n_fn + n_fp) < n_fn else (fp, 0)
-    ((y, x),) = _pick(region, 1, rng)
-    return (y, x, label)
-
-
-def pad_clicks(clicks: list[tuple[int, int, int]], length: int) -> np.ndarray:
-    """(length, 3) float32 array of clicks followed by (-1, -1, -1) padding."""
-    out = np.full((length, 3), -1, dtype=np.float32)
-    if clicks:
-        out[: len(clicks)] = np.asarray(clicks[:length], dtype=np.float32)
+        out = np.full((1, 3), PAD, np.float32)
+        pos = positive_clicks(scene, target, cfg, rng, single=True)
+        if len(pos):
+            out[0] = (pos[0, 0], pos[0, 1], 1)
+        return out
+    out = np.full((cfg.max_positive + cfg.max_negative, 3), PAD, np.float32)
+    pos = positive_clicks(scene, target, cfg, rng)
+    neg = negative_clicks(scene, target, cfg, rng)[: cfg.max_negative]
+    out[: len(pos), :2], out[: len(pos), 2] = pos, 1
+    start = cfg.max_positive
+    out[start:start + len(neg), :2], out[start:start + len(neg), 2] = neg, 0
     return out
 
 
-def max_initial_clicks(cfg: ClickConfig) -> int:
-    return cfg.max_positive + cfg.max_negative if cfg.mode == "multi" else 1
+def padded_distance(region: np.ndarray, mask_size: int) -> np.ndarray:
+    """Euclidean distance of each region pixel to the nearest pixel outside it, the image border
+    counting as outside (one-pixel zero padding). ``mask_size`` 5 is OpenCV's 5x5 approximation
+    (SegNext's trainer), 0 the exact transform."""
+    padded = np.pad(region.astype(np.uint8), 1)
+    return cv2.distanceTransform(padded, cv2.DIST_L2, mask_size)[1:-1, 1:-1]
+
+
+def correction_click(gt: np.ndarray, prob: np.ndarray, threshold: float,
+                     rng: np.random.Generator) -> tuple[int, int, int] | None:
+    """SegNext's training correction click: in the false-negative region (gt and prob < threshold)
+    when its deepest pixel is strictly deeper than the false-positive one's (not gt and
+    prob > threshold), else in the false-positive region; the pixel uniform among those deeper
+    than half the larger depth (5x5 distance transform). None when there is no error."""
+    fn_dt = padded_distance(gt & (prob < threshold), 5)
+    fp_dt = padded_distance(~gt & (prob > threshold), 5)
+    fn_max, fp_max = float(fn_dt.max()), float(fp_dt.max())
+    positive = fn_max > fp_max
+    dt = fn_dt if positive else fp_dt
+    picked = uniform_pixels(dt > max(fn_max, fp_max) / 2.0, 1, rng)
+    if len(picked) == 0:
+        return None
+    return int(picked[0, 0]), int(picked[0, 1]), int(positive)

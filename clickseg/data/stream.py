@@ -24,8 +24,8 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 import shards
 from clickseg.config import Config
-from clickseg.data.clicks import initial_clicks, max_initial_clicks, pad_clicks
-from clickseg.data.transforms import make_crop
+from clickseg.data.clicks import initial_clicks
+from clickseg.data.targets import MAX_AUGMENT_ATTEMPTS, choose_target, make_scene
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ class DecodedCache:
 def _sample_bytes(item: Decoded) -> int:
     if isinstance(item, Exception):
         return 0
-    return item.image.nbytes + sum(o.mask.nbytes for o in item.objects)
+    return item.image.nbytes + (item.layers.nbytes if item.layers is not None else 0)
 
 
 _CACHE = DecodedCache()
@@ -143,7 +143,7 @@ def decoded_samples(url: str, slot: Slot, by_sample: bool, counter: _Counter, ca
         if by_sample and i % slot.count != slot.index:
             continue
         try:
-            item: Decoded = shards.decode_sample(raw)
+            item: Decoded = shards.decode_sample(raw, object_masks=False)
         except shards.ShardFormatError as e:
             item = e
         shard_pass.items.append(item)
@@ -153,9 +153,16 @@ def decoded_samples(url: str, slot: Slot, by_sample: bool, counter: _Counter, ca
 
 
 class TrainStream(IterableDataset):
-    """Yields dicts with ``image`` (3, T, T) uint8, ``mask`` (1, T, T) float32,
-    ``clicks`` (P, 3) float32 padded with -1, ``skipped`` (samples skipped since the
-    previous example of this slot), ``key`` (shard:key of the source sample)."""
+    """Yields dicts with ``image`` (3, T, T) uint8, ``mask`` (1, T, T) float32 (the target; all
+    zero for a sample without one), ``clicks`` (P, 3) float32 rows (y, x, label) padded with -1
+    (layout in ``clickseg.data.clicks``), ``skipped`` (samples skipped since the previous example
+    of this slot), ``key`` (shard:key of the source sample).
+
+    Each sample is made by SegNext's recipe (``clickseg.data.targets``): the whole image
+    augmented to T x T, a root object (or two merged) as the target, clicks from its sampler.
+    With ``data.image_draw=with_replacement`` every image of a pass is used a Poisson(1) number
+    of times (independent draws), as when each sample draws an image uniformly at random.
+    """
 
     def __init__(self, cfg: Config, rank: int = 0, world_size: int = 1, epoch: int = 0):
         self.cfg = cfg
@@ -169,9 +176,7 @@ class TrainStream(IterableDataset):
         counter = _Counter()
         reported = 0
         buffer: list[dict] = []
-        size = self.cfg.model.input_size
         data = self.cfg.data
-        n_clicks = max_initial_clicks(self.cfg.clicks)
         while True:
             made_any = False
             for url in rng.permutation(urls):
@@ -179,23 +184,33 @@ class TrainStream(IterableDataset):
                     if isinstance(sample, shards.ShardFormatError):
                         counter(sample)
                         continue
-                    crop = make_crop(sample, size, data.stuff_prob, data.min_object_area,
-                                     (data.scale_min, data.scale_max), rng)
-                    if crop is None:
-                        continue
-                    made_any = True
-                    clicks = initial_clicks(crop.mask, self.cfg.clicks, rng)
-                    buffer.append({
-                        "image": torch.from_numpy(crop.image).permute(2, 0, 1).contiguous(),
-                        "mask": torch.from_numpy(crop.mask).float()[None],
-                        "clicks": torch.from_numpy(pad_clicks(clicks, n_clicks)),
-                        "key": f"{url}:{sample.key}",
-                    })
-                    if len(buffer) >= data.shuffle_buffer:
-                        item = buffer.pop(int(rng.integers(len(buffer))))
-                        item["skipped"] = counter.skipped - reported
-                        reported = counter.skipped
-                        yield item
+                    copies = int(rng.poisson(1.0)) if data.image_draw == "with_replacement" else 1
+                    for _ in range(copies):
+                        item = self.make_item(sample, rng)
+                        if item is None:
+                            continue
+                        made_any = True
+                        item["key"] = f"{url}:{sample.key}"
+                        buffer.append(item)
+                        if len(buffer) >= data.shuffle_buffer:
+                            out = buffer.pop(int(rng.integers(len(buffer))))
+                            out["skipped"] = counter.skipped - reported
+                            reported = counter.skipped
+                            yield out
             if not made_any:
                 raise RuntimeError(f"a full pass over {len(urls)} shard(s) of {self.cfg.data.train} gave no usable "
                                    f"training sample ({counter.skipped} skipped as unreadable)")
+
+    def make_item(self, sample: shards.Sample, rng: np.random.Generator) -> dict | None:
+        """One training example from a decoded sample (None: no usable augmentation, see targets)."""
+        scene = make_scene(sample, self.cfg, rng)
+        if scene is None:
+            log.debug("sample %s: no augmentation in %d kept an object", sample.key, MAX_AUGMENT_ATTEMPTS)
+            return None
+        target = choose_target(scene, self.cfg, rng)
+        clicks = initial_clicks(scene, target, self.cfg.clicks, rng)
+        return {
+            "image": torch.from_numpy(scene.image),
+            "mask": torch.from_numpy(target.mask.astype(np.float32)[None]),
+            "clicks": torch.from_numpy(clicks),
+        }

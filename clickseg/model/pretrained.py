@@ -7,11 +7,12 @@ from timm.layers import resample_abs_pos_embed
 from clickseg.model.segnext import SegNext
 
 
-def load_mae_weights(model: SegNext, path: str) -> str:
+def load_mae_weights(model: SegNext, path: str, antialias: bool = False) -> str:
     """Load ``{'model': vit_state_dict}`` (or a bare state dict) into ``model.image_encoder``.
 
     The position embedding is resampled to the encoder's grid with timm's
-    ``resample_abs_pos_embed``. Returns a report of loaded, new and unused keys.
+    ``resample_abs_pos_embed``, bicubic, without antialiasing unless ``antialias`` (SegNext
+    resizes without). Returns a report of loaded, new and unused keys.
     """
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     state = ckpt.get("model", ckpt) if isinstance(ckpt, dict) else ckpt
@@ -20,7 +21,8 @@ def load_mae_weights(model: SegNext, path: str) -> str:
     loaded, unused = {}, []
     for key, value in state.items():
         if key == "pos_embed" and value.shape != own[key].shape:
-            value = resample_abs_pos_embed(value, [encoder.grid, encoder.grid], num_prefix_tokens=1)
+            value = resample_abs_pos_embed(value, [encoder.grid, encoder.grid], num_prefix_tokens=1,
+                                           interpolation="bicubic", antialias=antialias)
         if key in own and own[key].shape == value.shape:
             loaded[key] = value
         else:
