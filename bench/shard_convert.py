@@ -4,8 +4,8 @@ Each conversion runs in its own process with one worker, so "images/s" is per pr
 "peak MB" is that process's peak resident memory. The reference in the same run is the bare
 cost of reading and decoding the same source images (what no converter can avoid); memory
 is flat when the 10x row's peak equals the 1x row's (for cocolvis-build, plus the json inputs,
-which the listing holds in memory and which grow with the dataset). The training pipeline (shards -> crop,
-flip, resize -> simulated clicks) is timed on one core, from the tar files and from the decoded
+which the listing holds in memory and which grow with the dataset). The training pipeline (shards -> SegNext's
+recipe: whole-image augmentation -> clicks) is timed on one core, from the tar files and from the decoded
 cache (``data.cache_mb``), next to plain shard decoding.
 
     python bench/shard_convert.py                 # 40 and 400 images of 384 px
@@ -132,7 +132,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=40, help="images at 1x (10x is ten times that)")
     parser.add_argument("--size", type=int, default=384, help="image side in pixels")
-    parser.add_argument("--input-size", type=int, default=448, help="training crop side for the pipeline")
+    parser.add_argument("--input-size", type=int, default=448, help="training input size T for the pipeline")
     args = parser.parse_args()
 
     from shards.synthetic import write_cocolvis
@@ -164,7 +164,7 @@ def main() -> None:
         print(f"{kind}: peak memory 10x / 1x = {ten / one:.2f}")
     n, seconds = generated[-1]
     print(f"built-in data generator (cocolvis layout, {args.size} px): {n / seconds:.1f} images/s")
-    print(f"training pipeline (crop {args.input_size}, multi clicks), one core: {pipeline:.1f} samples/s; "
+    print(f"training pipeline (T {args.input_size}, multi clicks), one core: {pipeline:.1f} samples/s; "
           f"with data.cache_mb (decoded once): {cached:.1f} samples/s; plain shard decoding: {decode:.1f} samples/s")
 
 

@@ -1,7 +1,7 @@
 """Training speed (samples/s) of SegNext sizes on this machine, next to a reference.
 
 For each (architecture, input size) it times full training steps (forward,
-normalized focal loss, backward, AdamW) on random data, and the same for
+normalized focal loss, backward, the configured optimizer: Adam by default) on random data, and the same for
 timm's stock VisionTransformer of the same width/depth at the same input size
 (global attention, no prompt/decoder): the ratio shows what SegNext's window
 attention, prompt encoder and decoder add or save.
@@ -35,7 +35,7 @@ def bench(arch: str, size: int, batch: int, steps: int) -> tuple[float, float]:
     torch.manual_seed(0)
     model = build_segnext(arch, size).train()
     cfg = load_config(None, ["train.lr=1e-4"])
-    opt = make_optimizer(model, cfg)  # as training makes it (fused AdamW where torch has it)
+    opt = make_optimizer(model, cfg)  # as training makes it (fused where torch has it)
     images = torch.rand(batch, 3, size, size)
     gt = (torch.rand(batch, 1, size, size) > 0.5).float()
     clicks = torch.tensor([[[size // 2, size // 2, 1], [size // 4, size // 4, 0]]] * batch, dtype=torch.float32)

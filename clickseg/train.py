@@ -1,7 +1,7 @@
 """Training: ``accelerate launch -m clickseg.train CONFIG [key=value ...]``.
 
 Reads top to bottom: build data, model and optimizer, resume from the last
-checkpoint if there is one, then for every epoch stream crops with simulated
+checkpoint if there is one, then for every epoch stream SegNext-recipe samples with simulated
 clicks, optimise the normalized focal loss, log to TensorBoard and write a
 checkpoint.
 """

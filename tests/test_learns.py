@@ -25,7 +25,8 @@ def test_tiny_model_learns_to_segment_from_one_click(builtin_dirs, tmp_path):
     overrides = tiny_overrides(
         builtin_dirs, run_dir, **{
             "model.arch": "tiny_global", "model.input_size": 96, "clicks.mode": "single_pos",
-            "data.min_object_area": 400, "train.epochs": 2, "train.samples_per_epoch": 1600, "train.batch_size": 4,
+            "data.min_object_area": 400, "data.keep_background_prob": 0.0, "data.merge_objects_prob": 0.0,
+            "train.epochs": 2, "train.samples_per_epoch": 1600, "train.batch_size": 4,
             "train.lr": 1e-3, "train.lr_schedule": "cosine", "train.warmup_steps": 50,
             "train.weight_decay": 0.01, "train.log_every": 50, "train.num_vis": 0, "eval.n_clicks": 1})
     cfg = load_config(REPO / "configs" / "demo.yaml", overrides)

@@ -20,18 +20,16 @@ def _batch(b: int = 3, t: int = 64) -> tuple[torch.Tensor, torch.Tensor, torch.T
     return images, gt, clicks
 
 
-def _segnext_next_click(prob: np.ndarray, gt: np.ndarray, rng: np.random.Generator):
-    """SegNext's get_next_points for one sample, written from training-recipe.md section 2."""
+def _segnext_click_set(prob: np.ndarray, gt: np.ndarray):
+    """SegNext's get_next_points for one sample, written from training-recipe.md section 2: the
+    click's label and the set of pixels it is drawn from (None when there is no error)."""
     fn = np.pad(gt & (prob < 0.49), 1).astype(np.uint8)
     fp = np.pad(~gt & (prob > 0.49), 1).astype(np.uint8)
     fn_dt = cv2.distanceTransform(fn, cv2.DIST_L2, 5)[1:-1, 1:-1]
     fp_dt = cv2.distanceTransform(fp, cv2.DIST_L2, 5)[1:-1, 1:-1]
     positive = fn_dt.max() > fp_dt.max()
-    inner = np.argwhere((fn_dt if positive else fp_dt) > max(fn_dt.max(), fp_dt.max()) / 2.0)
-    if len(inner) == 0:
-        return None
-    y, x = inner[rng.integers(0, len(inner), size=1)[0]]
-    return float(y), float(x), positive
+    inner = (fn_dt if positive else fp_dt) > max(fn_dt.max(), fp_dt.max()) / 2.0
+    return (positive, inner) if inner.any() else None
 
 
 def test_multi_correction_clicks_follow_segnext_rule_and_rows():
@@ -39,32 +37,32 @@ def test_multi_correction_clicks_follow_segnext_rule_and_rows():
     model = build_segnext("tiny_p8", 64).train()
     images, gt, initial = _batch()
     cfg = ClickConfig(mode="multi", max_positive=2, max_negative=2, max_correction_clicks=2)
-    seen = set()
-    for seed in (0, 1, 11):  # 2, 1 and 0 correction clicks
+    for seed, n_extra in ((0, 2), (1, 1), (11, 0)):  # n uniform in 0..2 from the same generator
+        assert int(np.random.default_rng(seed).integers(0, cfg.max_correction_clicks + 1)) == n_extra
         clicks, prev = prepare_prompts(model, images, gt, initial, cfg, np.random.default_rng(seed))
         assert model.training  # the simulation leaves the model as it found it
+        assert clicks.shape == initial.shape
         # Reference: one full forward pass per correction click, as a user would see them. Click i
-        # (1-based) goes to row max_positive - i (positive) or row P - i (negative), overwriting
-        # what was there, as in SegNext's trainer.
-        rng = np.random.default_rng(seed)
-        n_extra = int(rng.integers(0, cfg.max_correction_clicks + 1))
-        seen.add(n_extra)
+        # (1-based) is drawn from SegNext's set and goes to row max_positive - i (positive) or row
+        # P - i (negative), overwriting what was there, as in SegNext's trainer; none without error.
         ref_clicks, ref_prev = initial.clone(), torch.zeros(3, 1, 64, 64)
         model.eval()
         with torch.no_grad():
             for i in range(1, n_extra + 1):
                 ref_prev = torch.sigmoid(model(images, ref_clicks, ref_prev))
                 for j in range(3):
-                    c = _segnext_next_click(ref_prev[j, 0].numpy(), gt[j, 0].numpy() > 0.5, rng)
-                    if c is not None:
-                        row = 2 - i if c[2] else 4 - i
-                        ref_clicks[j, row] = torch.tensor([c[0], c[1], float(c[2])])
+                    rule = _segnext_click_set(ref_prev[j, 0].numpy(), gt[j, 0].numpy() > 0.5)
+                    if rule is None:
+                        continue
+                    positive, inner = rule
+                    row = 2 - i if positive else 4 - i
+                    y, x, label = clicks[j, row].long().tolist()
+                    assert label == int(positive) and inner[y, x], (seed, i, j)
+                    ref_clicks[j, row] = clicks[j, row]
         model.train()
-        assert clicks.shape == initial.shape
         assert torch.equal(clicks, ref_clicks), seed
         torch.testing.assert_close(prev, ref_prev, rtol=0, atol=1e-6)
         assert n_extra == 0 and not prev.any() or n_extra > 0 and prev.any()
-    assert seen == {0, 1, 2}
 
 
 def test_single_any_redraws_half_the_clicks_in_the_error():

@@ -28,6 +28,7 @@ class Geometry:
     matrix: np.ndarray  # 2 x 3, output = matrix @ (x, y, 1) of the source
     height: int  # content rows at the top of the T x T output
     width: int  # content columns at its left
+    uncovers: bool = False  # ShiftScaleRotate fired: the content has corners filled with 0
 
 
 def _resize(w: int, h: int, new_w: int, new_h: int) -> np.ndarray:
@@ -63,7 +64,8 @@ def draw_geometry(h: int, w: int, size: int, cfg: AugmentConfig, rng: np.random.
             rot[1, 2] = w - 1
             m = rot @ m
             h, w = w, h
-    if rng.random() < cfg.shift_rotate_prob:  # ShiftScaleRotate, scale 1, same output size
+    uncovers = rng.random() < cfg.shift_rotate_prob
+    if uncovers:  # ShiftScaleRotate, scale 1, same output size
         angle = rng.uniform(-cfg.rotate_limit, cfg.rotate_limit)
         dx, dy = rng.uniform(-cfg.shift_limit, cfg.shift_limit, size=2)
         ssr = np.vstack([cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), angle, 1.0), [0, 0, 1]])
@@ -73,7 +75,7 @@ def draw_geometry(h: int, w: int, size: int, cfg: AugmentConfig, rng: np.random.
     scale = size / max(h, w)  # ResizeLongestSide(size)
     nh, nw = (size, int(round(w * scale))) if h > w else (int(round(h * scale)), size)
     m = _resize(w, h, max(1, nw), max(1, nh)) @ m
-    return Geometry(m[:2], max(1, nh), max(1, nw))
+    return Geometry(m[:2], max(1, nh), max(1, nw), uncovers)
 
 
 def draw_colour_lut(cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray | None:
@@ -124,11 +126,13 @@ def augment(image: np.ndarray, layers: np.ndarray, size: int, cfg: AugmentConfig
     if colour_first:
         image = cv2.LUT(image, lut)
         border = tuple(int(v) for v in lut[0, 0])
+    # Without ShiftScaleRotate only resizes touch the edges, and cv2.resize repeats edge pixels.
+    mode = cv2.BORDER_CONSTANT if geo.uncovers else cv2.BORDER_REPLICATE
     out = np.zeros((3, size, size), np.uint8)
     for c, plane in enumerate(cv2.split(image)):  # channels first, as the model takes them
         content = out[c, :geo.height, :geo.width]
         cv2.warpAffine(plane, geo.matrix, (geo.width, geo.height), dst=content,
-                       flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=border[c])
+                       flags=cv2.INTER_LINEAR, borderMode=mode, borderValue=border[c])
         if lut is not None and not colour_first:
             cv2.LUT(content, np.ascontiguousarray(lut[:, :, c]), dst=content)
     return out, _warp_layers(layers, geo, size), geo
