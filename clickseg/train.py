@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 
 from clickseg import checkpoint
 from clickseg.config import Config, load_config, save_config, to_dict
-from clickseg.data.stream import TrainStream
+from clickseg.data.stream import TrainStream, one_thread_worker
 from clickseg.losses import normalized_focal_loss
 from clickseg.model import build_segnext
 from clickseg.model.pretrained import load_mae_weights
@@ -143,7 +143,8 @@ def train(cfg: Config) -> None:
 
     for epoch in range(start_epoch, cfg.train.epochs):
         stream = TrainStream(cfg, rank, world, epoch)
-        loader = DataLoader(stream, batch_size=cfg.train.batch_size, num_workers=cfg.data.num_workers)
+        loader = DataLoader(stream, batch_size=cfg.train.batch_size, num_workers=cfg.data.num_workers,
+                            worker_init_fn=one_thread_worker, pin_memory=torch.cuda.is_available())
         rng = np.random.default_rng([cfg.train.seed, epoch, rank, 1])
         model.train()
         skipped, t0, seen = 0, time.time(), 0

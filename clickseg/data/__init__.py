@@ -1,1 +1,2 @@
-"""Training data: shards -> crops with simulated clicks, split across ranks and workers."""
+"""Training data: shards -> samples by SegNext's recipe (whole-image augmentation, root targets,
+its click sampler), split across ranks and workers."""

@@ -17,6 +17,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Iterator, Union
 
+import cv2
 import numpy as np
 import torch
 import webdataset as wds
@@ -47,6 +48,13 @@ def assign(urls: list[str], slot: Slot) -> tuple[list[str], bool]:
     if len(urls) >= slot.count:
         return urls[slot.index::slot.count], False
     return list(urls), True
+
+
+def one_thread_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: one OpenCV and torch thread per worker process, so that
+    ``data.num_workers`` processes use that many cores instead of competing for all of them."""
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
 
 
 class _Counter:
