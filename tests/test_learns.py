@@ -1,9 +1,10 @@
 """The model learns: a short seeded run on the built-in data beats the untrained model by a wide margin.
 
-The tiny model with global attention, trained with one positive click for 2 x 1600 samples
+The tiny model with global attention, trained with one positive click for 2 x 2400 samples
 at 96 px on the small built-in training set with SegNext's sampling, augmentation and clicks
 (whole images, flips, quarter turns, colour), is evaluated with the center clicker on the
-held-out built-in DAVIS set (12 instances). Measured here: MEASURED mIoU@1.
+held-out built-in DAVIS set (12 instances). Measured here: untrained 0.12, epoch 1 0.51, epoch 2 0.49
+mIoU@1 (94 s on 2 cores).
 """
 import torch
 
@@ -28,7 +29,7 @@ def test_tiny_model_learns_to_segment_from_one_click(builtin_dirs, tmp_path):
         builtin_dirs, run_dir, **{
             "model.arch": "tiny_global", "model.input_size": 96, "clicks.mode": "single_pos",
             "data.min_object_area": 400, "data.keep_background_prob": 0.0, "data.merge_objects_prob": 0.0,
-            "train.epochs": 2, "train.samples_per_epoch": 1600, "train.batch_size": 4,
+            "train.epochs": 2, "train.samples_per_epoch": 2400, "train.batch_size": 4,
             "train.lr": 1e-3, "train.lr_schedule": "cosine", "train.warmup_steps": 50,
             "train.weight_decay": 0.01, "train.log_every": 50, "train.num_vis": 0, "eval.n_clicks": 1})
     cfg = load_config(REPO / "configs" / "demo.yaml", overrides)
