@@ -72,12 +72,12 @@ def test_matches_brute_force_over_random_sequences():
 
 def test_opencv_distance_is_exact():
     """DIST_L2 with mask size 0 must be the exact EDT (a 3x3/5x5 chamfer mask would not be)."""
-    from clickseg.eval.clickers import _padded_edt
+    from clickseg.eval.clickers import padded_distance
 
     rng = np.random.default_rng(7)
     for _ in range(50):
         region = random_mask(rng, (20, 23))
-        np.testing.assert_allclose(_padded_edt(region), np.sqrt(brute_sq_dist(region)), rtol=1e-6)
+        np.testing.assert_allclose(padded_distance(region), np.sqrt(brute_sq_dist(region)), rtol=1e-6)
 
 
 def test_perfect_prediction_gives_negative_click_at_origin():

@@ -15,6 +15,7 @@ import numpy as np
 
 from clickseg.config import ClickConfig
 from clickseg.data.targets import Scene, Target
+from clickseg.eval.clickers import padded_distance
 
 PAD = -1.0
 _KERNEL = np.ones((3, 3), np.uint8)
@@ -84,7 +85,8 @@ def positive_clicks(scene: Scene, target: Target, cfg: ClickConfig, rng: np.rand
     click in the first member."""
     if not target.members:
         return np.zeros((0, 2), np.int64)
-    regions = [positive_region(scene.mask(m), cfg, rng) for m in target.members]
+    members = target.members[:1] if single else target.members
+    regions = [positive_region(scene.mask(m), cfg, rng) for m in members]
     if single:
         return uniform_pixels(regions[0], 1, rng)
     if len(regions) == 1:
@@ -141,14 +143,6 @@ def initial_clicks(scene: Scene, target: Target, cfg: ClickConfig, rng: np.rando
     start = cfg.max_positive
     out[start:start + len(neg), :2], out[start:start + len(neg), 2] = neg, 0
     return out
-
-
-def padded_distance(region: np.ndarray, mask_size: int) -> np.ndarray:
-    """Euclidean distance of each region pixel to the nearest pixel outside it, the image border
-    counting as outside (one-pixel zero padding). ``mask_size`` 5 is OpenCV's 5x5 approximation
-    (SegNext's trainer), 0 the exact transform."""
-    padded = np.pad(region.astype(np.uint8), 1)
-    return cv2.distanceTransform(padded, cv2.DIST_L2, mask_size)[1:-1, 1:-1]
 
 
 def correction_click(gt: np.ndarray, prob: np.ndarray, threshold: float,

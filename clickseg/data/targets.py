@@ -14,7 +14,7 @@ Per sample (SegNext's ``CocoLvisDataset`` + ``ISDataset`` + ``DSample`` + ``Mult
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -39,13 +39,17 @@ class Scene:
     kept: list[int]  # indices of objects that survived the minimum area
     roots: list[int]  # kept objects without a kept ancestor
     content: tuple[int, int]  # (height, width) of the image content at the top left
+    _foreground: np.ndarray | None = field(default=None, repr=False)
 
     def mask(self, index: int) -> np.ndarray:
         o = self.objects[index]
         return self.layers[o.layer] == o.value
 
     def foreground(self) -> np.ndarray:
-        """Pixels of any live object, removed small ones included (erased stuff is background)."""
+        """Pixels of any live object, removed small ones included (erased stuff is background);
+        computed once per scene (several negative strategies ask for it)."""
+        if self._foreground is not None:
+            return self._foreground
         fg = np.zeros(self.layers.shape[1:], bool)
         for li in range(self.layers.shape[0]):
             values = [o.value for o in self.objects if o.layer == li]
@@ -53,6 +57,7 @@ class Scene:
                 table = np.zeros(int(self.layers[li].max()) + 1 if self.layers[li].size else 1, bool)
                 table[[v for v in values if v < len(table)]] = True
                 fg |= table[self.layers[li]]
+        self._foreground = fg
         return fg
 
 
