@@ -1,39 +1,27 @@
 """Training checkpoints: atomic writes, discovery, and safe loading (``weights_only=True``).
 
-A checkpoint is ``<run_dir>/checkpoints/epoch_NNNN.pt`` holding the model
+A checkpoint is ``<run_dir>/checkpoints/epoch_NNNN.pt`` (paths: :mod:`clickseg.rundir`) holding the model
 state dict, optimizer, scheduler, epoch/step, RNG states and the run config.
 It is written to a temporary file in the same directory, flushed to disk and
 renamed over the final name, so a crash never leaves a truncated checkpoint.
 """
 from __future__ import annotations
 
-import os
 import random
-import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-CHECKPOINT_DIR = "checkpoints"
-_NAME = re.compile(r"^epoch_(\d{4,})\.pt$")
-
-
-def checkpoint_path(run_dir: str | Path, epoch: int) -> Path:
-    return Path(run_dir) / CHECKPOINT_DIR / f"epoch_{epoch:04d}.pt"
-
-
-def interrupt_path(run_dir: str | Path) -> Path:
-    """The mid-epoch checkpoint written when a job is told to stop (preemption, time limit)."""
-    return Path(run_dir) / CHECKPOINT_DIR / "interrupt.pt"
+from clickseg import rundir
+from clickseg.config import Config, to_dict
 
 
 def resume_path(run_dir: str | Path) -> Path | None:
     """The checkpoint to resume from: the interrupt checkpoint if it is newer than the last epoch's."""
-    epochs = list_checkpoints(run_dir)
-    interrupt = interrupt_path(run_dir)
+    epochs = rundir.list_checkpoints(run_dir)
+    interrupt = rundir.interrupt_path(run_dir)
     if interrupt.exists():
         last_epoch = epochs[-1][0] if epochs else 0
         if load(interrupt)["epoch"] >= last_epoch:
@@ -41,34 +29,20 @@ def resume_path(run_dir: str | Path) -> Path | None:
     return epochs[-1][1] if epochs else None
 
 
-def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
-    """(epoch, path) of every complete checkpoint of a run, by epoch."""
-    folder = Path(run_dir) / CHECKPOINT_DIR
-    if not folder.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _NAME.match(p.name))]
-    return sorted(found)
-
-
 def atomic_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` that either leaves the complete file at ``path`` or nothing new."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    """``torch.save`` that either leaves the complete file at ``path`` or nothing new
+    (:func:`clickseg.rundir.atomic_write`; a full disk is an error naming the file)."""
+    rundir.atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def contents(model: torch.nn.Module, optimizer, scheduler, cfg: Config, epoch: int, step: int,
+             **extra: Any) -> dict[str, Any]:
+    """What a training checkpoint holds: weights, optimizer, scheduler, progress (``epoch``
+    completed epochs, or with ``batch_in_epoch`` the position inside epoch ``epoch``), the RNG
+    states of this process and the run config. ``extra``: the interrupt checkpoint's fields."""
+    return {"format": "clickseg", "version": 1, "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "epoch": epoch, "step": step, "rng": rng_state(), "config": to_dict(cfg), **extra}
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

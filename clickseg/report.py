@@ -16,10 +16,9 @@ from pathlib import Path
 
 import yaml
 
-from clickseg.eval.evaluate import read_results
 from clickseg.eval.stats import bootstrap_ci, paired_bootstrap
+from clickseg.rundir import CONFIG_FILE, read_results
 
-CONFIG_FILE = "config.yaml"
 IGNORED_CONFIG_KEYS = ("name", "run_dir")
 
 

@@ -8,10 +8,11 @@ checkpoint.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
+import socket
 import time
+import traceback
 from pathlib import Path
 
 # Bitwise-reproducible CPU runs: MKL otherwise picks code paths by memory alignment. Read when
@@ -24,24 +25,17 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 
-from clickseg import checkpoint
-from clickseg.config import Config, load_config, save_config, to_dict
+from clickseg import checkpoint, rundir
+from clickseg.config import Config, ConfigError, load_config, save_config
 from clickseg.data.stream import TrainStream, one_thread_worker
 from clickseg.losses import normalized_focal_loss
 from clickseg.model import build_segnext
 from clickseg.model.pretrained import load_mae_weights
 from clickseg.schedule import make_scheduler
 from clickseg.simulate import prepare_prompts
+from clickseg.rundir import Status
 from clickseg.visualize import click_overlay
-
-STATE_FILE = "train_state.json"
-
-
-def write_state(run_dir: Path, **state) -> None:
-    tmp = run_dir / f".{STATE_FILE}.tmp"
-    tmp.write_text(json.dumps(state))
-    os.replace(tmp, run_dir / STATE_FILE)
-
+from shards.manifest import MANIFEST_NAME
 
 def batch_iou(logits: torch.Tensor, gt: torch.Tensor, thr: float = 0.49) -> float:
     pred = torch.sigmoid(logits) > thr
@@ -100,8 +94,37 @@ def make_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer
         return cls(model.parameters(), **kwargs)
 
 
+def check_data(cfg: Config) -> None:
+    """Before anything is created: every data directory is a shard set with its manifest."""
+    sets = {"data.train": cfg.data.train, **{f"data.eval.{k}": v for k, v in cfg.data.eval.items()}}
+    for key, path in sets.items():
+        if not path:
+            raise ConfigError(f"{key} is empty: set it to a shard directory")
+        if not (Path(path) / MANIFEST_NAME).is_file():
+            raise ConfigError(f"{key}={path}: no {MANIFEST_NAME} there (not a shard directory)")
+
+
 def train(cfg: Config) -> None:
+    """Train ``cfg``'s run, resuming from its last checkpoint. The main process holds the run
+    directory's lock for the whole training; any error is recorded in ``train_state.json``
+    (status failed, with the rank, host and traceback) before it is raised."""
+    check_data(cfg)
     run_dir = Path(cfg.run_dir)
+    main_rank = int(os.environ.get("RANK", "0")) == 0
+    lock = rundir.TrainingLock(run_dir).acquire() if main_rank else None
+    try:
+        _train(cfg, run_dir)
+    except BaseException as e:
+        if not (isinstance(e, SystemExit) and not e.code):
+            rank = os.environ.get("RANK", "0")
+            rundir.mark_failed(run_dir, f"rank {rank} on {socket.gethostname()}: {traceback.format_exc()}")
+        raise
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(cfg: Config, run_dir: Path) -> None:
     use_cpu = not torch.cuda.is_available()
     accelerator = Accelerator(cpu=use_cpu, mixed_precision=cfg.train.mixed_precision,
                               log_with="tensorboard", project_dir=str(run_dir))
@@ -112,7 +135,7 @@ def train(cfg: Config) -> None:
     rank, world = accelerator.process_index, accelerator.num_processes
     set_seed(cfg.train.seed)  # same seed everywhere: identical initial weights on all ranks
     if accelerator.is_main_process:
-        save_config(cfg, run_dir / "config.yaml")
+        save_config(cfg, rundir.config_path(run_dir))
 
     model = build_segnext(cfg.model.arch, cfg.model.input_size)
     if cfg.model.pretrained:
@@ -139,7 +162,7 @@ def train(cfg: Config) -> None:
     model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.init_trackers("tb", config={"name": cfg.name})
     writer = accelerator.get_tracker("tensorboard", unwrap=True) if accelerator.is_main_process else None
-    write_state(run_dir, status="running", epoch=start_epoch) if accelerator.is_main_process else None
+    rundir.write_state(run_dir, Status.RUNNING, start_epoch, step) if accelerator.is_main_process else None
 
     for epoch in range(start_epoch, cfg.train.epochs):
         stream = TrainStream(cfg, rank, world, epoch)
@@ -193,20 +216,16 @@ def train(cfg: Config) -> None:
             probs = torch.sigmoid(logits.detach()[:k].float())
             writer.add_images("train/samples", click_overlay(images[:k], gt[:k], probs, clicks[:k]), epoch + 1)
         if accelerator.is_main_process:
-            checkpoint.atomic_save({
-                "format": "clickseg", "version": 1,
-                "model": accelerator.unwrap_model(model).state_dict(),
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "epoch": epoch + 1, "step": step, "rng": checkpoint.rng_state(), "config": to_dict(cfg),
-            }, checkpoint.checkpoint_path(run_dir, epoch + 1))
-            checkpoint.interrupt_path(run_dir).unlink(missing_ok=True)
-            write_state(run_dir, status="running", epoch=epoch + 1)
+            checkpoint.atomic_save(checkpoint.contents(accelerator.unwrap_model(model), optimizer, scheduler, cfg,
+                                                       epoch + 1, step), rundir.checkpoint_path(run_dir, epoch + 1))
+            rundir.interrupt_path(run_dir).unlink(missing_ok=True)
+            rundir.write_state(run_dir, Status.RUNNING, epoch + 1, step)
             accelerator.print(f"epoch {epoch + 1}/{cfg.train.epochs}: loss {loss.item():.4f}, "
                               f"{seen / (time.time() - t0):.1f} samples/s, skipped {skipped_all}")
         accelerator.wait_for_everyone()
         if epoch + 1 < cfg.train.epochs and stop.agreed(accelerator):
             if accelerator.is_main_process:
-                write_state(run_dir, status="interrupted", epoch=epoch + 1, step=step)
+                rundir.write_state(run_dir, Status.INTERRUPTED, epoch + 1, step)
             accelerator.print(f"stop requested: stopping after the checkpoint of epoch {epoch + 1}")
             stopped = True
             break
@@ -217,7 +236,7 @@ def train(cfg: Config) -> None:
         checksums = accelerator.gather(parameter_checksum(model).to(accelerator.device)).tolist()
         if accelerator.is_main_process:
             # One checksum per rank: DDP keeps them identical; a difference means the ranks diverged.
-            write_state(run_dir, status="done", epoch=cfg.train.epochs, step=step, rank_param_checksums=checksums)
+            rundir.write_state(run_dir, Status.DONE, cfg.train.epochs, step, rank_param_checksums=checksums)
     accelerator.end_training()
     # Free DDP objects before the process group goes away (avoids a gloo teardown abort).
     del model, optimizer
@@ -235,14 +254,10 @@ def save_interrupt(accelerator: Accelerator, model, optimizer, scheduler, cfg: C
         click_rng = [rng.bit_generator.state]
     if accelerator.is_main_process:
         run_dir = Path(cfg.run_dir)
-        checkpoint.atomic_save({
-            "format": "clickseg", "version": 1,
-            "model": accelerator.unwrap_model(model).state_dict(),
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "epoch": epoch, "batch_in_epoch": batch_in_epoch, "step": step, "rng": checkpoint.rng_state(),
-            "click_rng": click_rng, "config": to_dict(cfg),
-        }, checkpoint.interrupt_path(run_dir))
-        write_state(run_dir, status="interrupted", epoch=epoch, step=step)
+        state = checkpoint.contents(accelerator.unwrap_model(model), optimizer, scheduler, cfg, epoch, step,
+                                    batch_in_epoch=batch_in_epoch, click_rng=click_rng)
+        checkpoint.atomic_save(state, rundir.interrupt_path(run_dir))
+        rundir.write_state(run_dir, Status.INTERRUPTED, epoch, step)
     accelerator.wait_for_everyone()
 
 

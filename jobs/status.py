@@ -7,13 +7,13 @@ sweep's job ids) and a job it no longer lists is described by its own record.
 """
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import subprocess
 from pathlib import Path
 
-from clickseg.eval.evaluate import read_results
+from clickseg import rundir
+from clickseg.rundir import Status, read_results
 from jobs.sweep import read_index
 
 
@@ -32,9 +32,10 @@ def scheduler_states(job_ids: list[str]) -> dict[str, str]:
     return states
 
 
-def _train_state(run_dir: Path) -> dict:
-    path = run_dir / "train_state.json"
-    return json.loads(path.read_text()) if path.exists() else {}
+# The scheduler-style state shown for a job Slurm no longer lists, from the run's own record.
+# "ENDED?": recorded as running, but no process holds the run's lock (killed without a trace).
+RECORDED_STATES = {Status.DONE: "COMPLETED", Status.FAILED: "FAILED", Status.INTERRUPTED: "INTERRUPTED",
+                   Status.RUNNING: "ENDED?"}
 
 
 def sweep_rows(sweep_dir: str | Path) -> list[dict]:
@@ -47,14 +48,15 @@ def sweep_rows(sweep_dir: str | Path) -> list[dict]:
     rows = []
     for i, exp in enumerate(index["experiments"]):
         run = Path(exp["run_dir"])
-        recorded = _train_state(run)
+        recorded = rundir.read_state(run)
         per_exp = jobs.get(exp["name"], {})
         train_id = train_ids[i] if i < len(train_ids) else per_exp.get("train")
         eval_id = eval_ids[i] if i < len(eval_ids) else per_exp.get("eval")
         state = states.get(str(train_id)) if train_id else None
         if state is None:  # not (or no longer) in the queue: the job's own record
-            state = {"done": "COMPLETED", "failed": "FAILED", "interrupted": "INTERRUPTED",
-                     "running": "ENDED?"}.get(recorded.get("status", ""), "PENDING" if not train_id else "UNKNOWN")
+            state = RECORDED_STATES[recorded.status] if recorded else "PENDING" if not train_id else "UNKNOWN"
+            if recorded and recorded.status is Status.RUNNING and rundir.training_lock_holder(run):
+                state = "RUNNING"  # a local training, or one Slurm no longer lists but still alive
         latest: dict[str, float] = {}
         for row in read_results(run):
             if row.get("protocol", "center") == "center" and "mIoU@1" in row.get("metrics", {}):
@@ -64,8 +66,8 @@ def sweep_rows(sweep_dir: str | Path) -> list[dict]:
             log = sweep / "submitit" / str(train_id) / f"{train_id}_0_log.err"
         rows.append({"experiment": exp["name"], "train_job": train_id, "eval_job": eval_id, "state": state,
                      "eval_state": states.get(str(eval_id), "-") if eval_id else "-",
-                     "epoch": recorded.get("epoch", 0), "mIoU@1": latest, "log": str(log) if log else "-",
-                     "error": recorded.get("error", "") if state == "FAILED" else ""})
+                     "epoch": recorded.epoch if recorded else 0, "mIoU@1": latest, "log": str(log) if log else "-",
+                     "error": recorded.error if recorded and state == "FAILED" else ""})
     return rows
 
 

@@ -1,7 +1,6 @@
 """The functions that jobs run (pickled by submitit; they import only the library)."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import submitit
 
+from clickseg import rundir
 from clickseg.config import load_config
 
 
@@ -54,15 +54,6 @@ def accelerate_command(config_path: str, num_processes: int, num_machines: int =
     return cmd + ["-m", "clickseg.train", config_path]
 
 
-def _mark_failed(run_dir: Path, message: str) -> None:
-    state = run_dir / "train_state.json"
-    previous = json.loads(state.read_text()) if state.exists() else {}
-    previous.update(status="failed", error=message[-4000:])
-    tmp = run_dir / ".train_state.json.tmp"
-    tmp.write_text(json.dumps(previous))
-    os.replace(tmp, state)
-
-
 class TrainJob(submitit.helpers.Checkpointable):
     """A requeueable training job: ``TrainJob(run_dir)()`` trains through accelerate.
 
@@ -96,7 +87,7 @@ class TrainJob(submitit.helpers.Checkpointable):
     def _stop_timeout(self) -> float:
         """Wait at most until 10 s before Slurm's kill, so that submitit can still requeue."""
         try:
-            delay = load_config(Path(self.run_dir) / "config.yaml").executor.signal_delay_s
+            delay = load_config(rundir.config_path(self.run_dir)).executor.signal_delay_s
         except Exception:  # an unreadable config must not break the requeue
             return self.STOP_TIMEOUT_S
         return max(1.0, min(self.STOP_TIMEOUT_S, delay - 10.0))
@@ -151,7 +142,12 @@ def train_task(run_dir: str) -> str:
     import torch
 
     run = Path(run_dir)
-    cfg = load_config(run / "config.yaml")
+    cfg = load_config(rundir.config_path(run))
+    holder = rundir.training_lock_holder(run)
+    if holder and holder.get("slurm_job") != rundir.slurm_job_id():
+        # Refused here, before the training is launched, so the running one's state is untouched.
+        raise rundir.RunLockedError(f"{run} is in use by a training: pid {holder.get('pid')} on "
+                                    f"{holder.get('host')}, Slurm job {holder.get('slurm_job') or '-'}")
     use_cpu = not torch.cuda.is_available()
     env = dict(os.environ)
     nodes, rank, main_ip = 1, 0, "127.0.0.1"
@@ -168,7 +164,7 @@ def train_task(run_dir: str) -> str:
         env.setdefault("MKL_CBWR", "AUTO,STRICT")
         cpus = int(env.get("SLURM_CPUS_PER_TASK", cfg.executor.cpus_per_task))
         env["OMP_NUM_THREADS"] = str(max(1, cpus // cfg.train.num_processes))
-    cmd = accelerate_command(str(run / "config.yaml"), cfg.train.num_processes, nodes, rank, main_ip,
+    cmd = accelerate_command(str(rundir.config_path(run)), cfg.train.num_processes, nodes, rank, main_ip,
                              use_cpu, cfg.train.mixed_precision)
     log_path = run / f"train_node{rank}.log"
     with open(log_path, "a") as log:
@@ -182,7 +178,7 @@ def train_task(run_dir: str) -> str:
         except submitit.core.utils.UncompletedJobError as e:  # raised by submitit's USR2 handler
             # The training has saved and stopped, but submitit will not requeue it (out of requeues).
             if rank == 0:
-                _mark_failed(run, f"stopped and not requeued: {e}")
+                rundir.mark_failed(run, f"stopped and not requeued: {e}")
             raise
         except KeyboardInterrupt:  # a cancelled local job (submitit sends SIGINT): end the training too
             _signal_all([*_descendants(proc.pid), proc.pid], signal.SIGKILL)  # it runs in its own session
@@ -191,8 +187,8 @@ def train_task(run_dir: str) -> str:
             _launcher = None
     if proc.returncode != 0:
         tail = log_path.read_text()[-4000:]
-        if rank == 0:
-            _mark_failed(run, tail)
+        if rank == 0 and "RunLockedError" not in tail:
+            rundir.mark_failed(run, tail)
         raise RuntimeError(f"training of {run} failed with exit code {proc.returncode}; see {log_path}:\n{tail}")
     return str(run)
 

@@ -5,9 +5,10 @@ import numpy as np
 import torch
 
 from builtin_data import tiny_overrides
-from clickseg import checkpoint
+from clickseg import checkpoint, rundir
 from clickseg.config import load_config, save_config, to_dict
-from clickseg.eval.evaluate import evaluate_dataset, evaluate_run, read_results
+from clickseg.eval.evaluate import evaluate_dataset, evaluate_run
+from clickseg.rundir import read_results
 from clickseg.eval.metrics import evaluate_instance
 from clickseg.model import build_segnext, load_checkpoint
 from clickseg.predictor import Predictor
@@ -20,7 +21,7 @@ def _fake_run(builtin_dirs, run_dir, epochs=(1, 2)):
         torch.manual_seed(epoch)
         model = build_segnext("tiny", 224)
         checkpoint.atomic_save({"format": "clickseg", "version": 1, "model": model.state_dict(),
-                                "epoch": epoch, "config": to_dict(cfg)}, checkpoint.checkpoint_path(run_dir, epoch))
+                                "epoch": epoch, "config": to_dict(cfg)}, rundir.checkpoint_path(run_dir, epoch))
     return cfg
 
 
@@ -58,7 +59,7 @@ def test_evaluate_dataset_equals_a_plain_click_loop(builtin_dirs, tmp_path):
     import shards
 
     cfg = _fake_run(builtin_dirs, tmp_path / "run", epochs=(1,))
-    model = load_checkpoint(checkpoint.checkpoint_path(tmp_path / "run", 1))
+    model = load_checkpoint(rundir.checkpoint_path(tmp_path / "run", 1))
     predictor = Predictor(model)
     result = evaluate_dataset(predictor, str(builtin_dirs["davis"]), cfg.eval)
     ious, skipped, names = result.mean_ious, result.skipped_empty, result.names

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 import launch
-from clickseg.eval.evaluate import append_result
+from clickseg.rundir import append_result
 from clickseg.report import markdown_report, table, write_report, collect
 
 N = 20

@@ -18,7 +18,7 @@ import torch
 import yaml
 
 from builtin_data import tiny_overrides
-from clickseg import checkpoint
+from clickseg import checkpoint, rundir
 from shards.cli import main as shards_main
 from jobs.status import sweep_rows
 
@@ -50,9 +50,11 @@ def _grid(tmp_path: Path, builtin_dirs, grid: dict, **extra) -> Path:
 
 def _sweep(tmp_path, builtin_dirs, grid, *extra) -> tuple[Path, float, str]:
     grid_file = _grid(tmp_path, builtin_dirs, grid)
+    set_here = {o.split("=")[0] for o in extra}  # the grid and the test's own keys replace the defaults
     overrides = [o for o in tiny_overrides(builtin_dirs, tmp_path / "unused")
-                 if not o.startswith(("run_dir", "name"))]
-    cmd = [sys.executable, str(REPO / "launch.py"), "sweep", str(grid_file), *overrides, *SLURM, *extra,
+                 if not o.startswith(("run_dir", "name")) and o.split("=")[0] not in {*grid, *set_here}]
+    slurm = [o for o in SLURM if o.split("=")[0] not in {*grid, *set_here}]
+    cmd = [sys.executable, str(REPO / "launch.py"), "sweep", str(grid_file), *overrides, *slurm, *extra,
            "--root", str(tmp_path / "sweeps")]
     t0 = time.time()
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=REPO)
@@ -109,9 +111,9 @@ def test_preempted_two_process_training_is_requeued_and_ends_as_if_uninterrupted
     index = json.loads((sweep_dir / "sweep.json").read_text())
     (job_id,), run_dir = index["jobs"]["train"], Path(index["experiments"][0]["run_dir"])
     subprocess.run(["scancel", *index["jobs"]["eval"]], check=True, timeout=60)  # training only, here
-    _wait(lambda: checkpoint.list_checkpoints(run_dir), 300, "the first epoch checkpoint", poll_s=0.2)
+    _wait(lambda: rundir.list_checkpoints(run_dir), 300, "the first epoch checkpoint", poll_s=0.2)
     subprocess.run(["scancel", "--signal=USR2", job_id], check=True, timeout=60)  # what preemption sends
-    _wait(lambda: checkpoint.interrupt_path(run_dir).exists() or not _queue_ids() & {job_id}, 120,
+    _wait(lambda: rundir.interrupt_path(run_dir).exists() or not _queue_ids() & {job_id}, 120,
           "the interrupt checkpoint", poll_s=0.2)
     state = _wait(lambda: (json.loads((run_dir / "train_state.json").read_text())
                            if job_id not in _queue_ids() else None), 600, "the requeued job to end")
@@ -150,8 +152,8 @@ def test_training_past_its_time_limit_is_requeued_and_resumes_at_the_step_it_sto
     assert all(int(step) == int(epoch) * 100 + int(batch) for epoch, batch, step in stopped)
     submitit_log = (sweep_dir / "submitit" / job_id / f"{job_id}_0_log.err").read_text()
     assert submitit_log.count("timed-out") >= len(stopped) and "DUE TO TIME LIMIT" not in submitit_log
-    assert [e for e, _ in checkpoint.list_checkpoints(run_dir)] == list(range(1, 21))  # no epoch lost
-    assert not checkpoint.interrupt_path(run_dir).exists()
+    assert [e for e, _ in rundir.list_checkpoints(run_dir)] == list(range(1, 21))  # no epoch lost
+    assert not rundir.interrupt_path(run_dir).exists()
     _assert_same_as_uninterrupted(run_dir, tmp_path / "reference")
 
 
@@ -165,8 +167,8 @@ def _assert_same_as_uninterrupted(run_dir: Path, ref_dir: Path) -> None:
     ref_dir.mkdir()
     (ref_dir / "config.yaml").write_text(yaml.safe_dump(cfg))
     train_task(str(ref_dir))
-    resumed = checkpoint.load(checkpoint.list_checkpoints(run_dir)[-1][1])
-    reference = checkpoint.load(checkpoint.list_checkpoints(ref_dir)[-1][1])
+    resumed = checkpoint.load(rundir.list_checkpoints(run_dir)[-1][1])
+    reference = checkpoint.load(rundir.list_checkpoints(ref_dir)[-1][1])
     assert resumed["step"] == reference["step"]
     for key, value in reference["model"].items():
         torch.testing.assert_close(resumed["model"][key], value, rtol=0, atol=0, msg=key)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from builtin_data import corrupt_copy, tiny_overrides
-from clickseg import checkpoint
+from clickseg import checkpoint, rundir
 from clickseg.config import load_config
 from clickseg.train import train
 from jobs.tasks import accelerate_command
@@ -26,7 +26,7 @@ def _env(threads: int = 1) -> dict:
 
 
 def _final_state(run_dir: Path) -> dict:
-    epoch, path = checkpoint.list_checkpoints(run_dir)[-1]
+    epoch, path = rundir.list_checkpoints(run_dir)[-1]
     return checkpoint.load(path)
 
 
@@ -44,16 +44,16 @@ def test_killed_training_resumes_and_matches_uninterrupted_run(builtin_dirs, tmp
     cmd = [sys.executable, "-m", "clickseg.train", str(REPO / "configs" / "demo.yaml")]
     cmd += tiny_overrides(builtin_dirs, run_dir, **extra)
     proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    first = checkpoint.checkpoint_path(run_dir, 1)
+    first = rundir.checkpoint_path(run_dir, 1)
     deadline = time.time() + 120
     while not first.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
     time.sleep(0.3)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    done = [e for e, _ in checkpoint.list_checkpoints(run_dir)]
+    done = [e for e, _ in rundir.list_checkpoints(run_dir)]
     assert done and done[-1] < 3, f"kill came too late (checkpoints {done})"
-    for _, path in checkpoint.list_checkpoints(run_dir):
+    for _, path in rundir.list_checkpoints(run_dir):
         checkpoint.load(path)  # every visible checkpoint is complete
 
     out = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
@@ -88,17 +88,17 @@ def test_stop_signal_mid_epoch_writes_interrupt_checkpoint_and_resumes_exactly(b
         cfg = load_config(REPO / "configs" / "demo.yaml", tiny_overrides(builtin_dirs, run_dir, **extra))
         monkeypatch.setattr(train_module, "prepare_prompts", signal_at_step_15)
         train(cfg)
-        interrupt = checkpoint.load(checkpoint.interrupt_path(run_dir))
+        interrupt = checkpoint.load(rundir.interrupt_path(run_dir))
         assert (interrupt["epoch"], interrupt["batch_in_epoch"], interrupt["step"]) == (1, 3, 15)
         assert json.loads((run_dir / "train_state.json").read_text())["status"] == "interrupted"
-        assert [e for e, _ in checkpoint.list_checkpoints(run_dir)] == [1]
+        assert [e for e, _ in rundir.list_checkpoints(run_dir)] == [1]
         assert signal.getsignal(signal.SIGUSR2) is signal.SIG_DFL  # the handler is removed again
 
         monkeypatch.setattr(train_module, "prepare_prompts", real)
         train(cfg)
     finally:
         torch.set_num_threads(threads)
-    assert not checkpoint.interrupt_path(run_dir).exists()
+    assert not rundir.interrupt_path(run_dir).exists()
     resumed, reference = _final_state(run_dir), _final_state(ref_dir)
     assert resumed["step"] == reference["step"] == 24
     for key, value in reference["model"].items():
@@ -124,8 +124,8 @@ def test_stop_signal_on_the_last_batch_of_an_epoch_stops_after_its_checkpoint(bu
         train(load_config(REPO / "configs" / "demo.yaml", tiny_overrides(builtin_dirs, tmp_path / "run", **extra)))
     finally:
         torch.set_num_threads(threads)
-    assert [e for e, _ in checkpoint.list_checkpoints(tmp_path / "run")] == [1]
-    assert not checkpoint.interrupt_path(tmp_path / "run").exists()
+    assert [e for e, _ in rundir.list_checkpoints(tmp_path / "run")] == [1]
+    assert not rundir.interrupt_path(tmp_path / "run").exists()
     state = json.loads((tmp_path / "run" / "train_state.json").read_text())
     assert (state["status"], state["epoch"], state["step"]) == ("interrupted", 1, 4)
 
@@ -145,7 +145,7 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
         checkpoint.atomic_save({"w": torch.zeros(3)}, tmp_path / "checkpoints" / "epoch_0003.pt")
     assert sorted(p.name for p in path.parent.iterdir()) == ["epoch_0002.pt"]
     assert torch.equal(checkpoint.load(path)["w"], torch.ones(3))
-    assert [e for e, _ in checkpoint.list_checkpoints(tmp_path)] == [2]
+    assert [e for e, _ in rundir.list_checkpoints(tmp_path)] == [2]
 
 
 def test_rendezvous_port_is_shared_by_the_nodes_of_a_job_and_differs_between_jobs(monkeypatch):

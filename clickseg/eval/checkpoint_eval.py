@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 
 from clickseg.config import EvalConfig
-from clickseg.eval.evaluate import DatasetResult, append_result, evaluate_dataset, make_row, protocols_of
+from clickseg.eval.evaluate import DatasetResult, evaluate_dataset, make_row, protocols_of
 from clickseg.model import load_checkpoint
 from clickseg.predictor import Predictor
+from clickseg.rundir import append_result
 
 NOC_COLUMNS = ("NoC@85", "NoC@90", "NoC@95", "NoF@90", "NoF@95", "5-mIoU")
 

@@ -13,7 +13,6 @@ calls it until training has ended).
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass, replace
@@ -24,15 +23,13 @@ import numpy as np
 import torch
 
 import shards
-from clickseg import checkpoint
+from clickseg import rundir
 from clickseg.config import Config, ConfigError, EvalConfig, load_config
 from clickseg.eval.protocols import Protocol, Views, evaluate_views
 from clickseg.eval.summary import summarize_draws
 from clickseg.model import load_checkpoint
 from clickseg.predictor import Predictor
-
-RESULTS_FILE = "results.jsonl"
-
+from clickseg.rundir import append_result, read_results
 
 @dataclass
 class Instance:
@@ -97,28 +94,6 @@ def evaluate_dataset(predictor: Predictor, dataset_dir: str, cfg: EvalConfig | P
     return DatasetResult(ious, skipped, names, len(set(sources)), time.perf_counter() - t0)
 
 
-def read_results(run_dir: str | Path) -> list[dict]:
-    path = Path(run_dir) / RESULTS_FILE
-    if not path.exists():
-        return []
-    rows = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                raise ValueError(f"{path}, line {n}: not valid JSON") from None
-    return rows
-
-
-def append_result(run_dir: str | Path, row: dict) -> None:
-    """Append one row as a single write (never rewrites earlier rows)."""
-    with open(Path(run_dir) / RESULTS_FILE, "a") as f:
-        f.write(json.dumps(row) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
 def protocols_of(cfg: EvalConfig) -> list[tuple[Protocol, bool]]:
     """(protocol, is a scaling-curve point) pairs that ``cfg`` asks for: the main protocol, then
     mIoU@1 (one click) at each K of ``scaling_curve``."""
@@ -170,7 +145,12 @@ def evaluate_run(run_dir: str | Path, cfg: Config | None = None, device: str = "
     bad = [o for o in overrides if not o.startswith("eval.")]
     if bad:
         raise ConfigError(f"evaluation overrides must set eval.* keys, got {bad}")
-    cfg = cfg or load_config(run_dir / "config.yaml", list(overrides))
+    cfg = cfg or load_config(rundir.config_path(run_dir), list(overrides))
+    with rundir.evaluation_lock(run_dir):
+        return _evaluate_new(run_dir, cfg, device)
+
+
+def _evaluate_new(run_dir: Path, cfg: Config, device: str) -> list[dict]:
     # A row counts as done for the same protocol label, click budget and instance limit; a new
     # budget or limit adds rows (the report uses the latest row of a label).
     done = {(r["epoch"], r["dataset"], r["protocol"], r.get("n_clicks"), r.get("max_instances", 0))
@@ -179,7 +159,7 @@ def evaluate_run(run_dir: str | Path, cfg: Config | None = None, device: str = "
     limit = cfg.eval.max_instances
     new_rows = []
     writer = None
-    for epoch, path in checkpoint.list_checkpoints(run_dir):
+    for epoch, path in rundir.list_checkpoints(run_dir):
         todo = [(name, d, p, curve) for name, d in cfg.data.eval.items() for p, curve in plan
                 if (epoch, name, row_label(p, curve), p.n_clicks, limit) not in done]
         if not todo:
@@ -209,25 +189,17 @@ def evaluate_run(run_dir: str | Path, cfg: Config | None = None, device: str = "
     return new_rows
 
 
-def training_status(run_dir: str | Path) -> str:
-    """'running', 'done', 'failed' or 'missing', from the state file training writes."""
-    path = Path(run_dir) / "train_state.json"
-    if not path.exists():
-        return "missing"
-    return json.loads(path.read_text()).get("status", "running")
-
-
 def follow_run(run_dir: str | Path, poll_s: float = 5.0, device: str = "cpu", timeout_s: float | None = None,
                overrides: Sequence[str] = ()) -> int:
     """Evaluate checkpoints as they appear until training is done or failed; return rows written."""
     # Its own CPUs in a Slurm job; one thread next to a local training.
     torch.set_num_threads(int(os.environ.get("SLURM_CPUS_PER_TASK", "1")))
-    cfg = load_config(Path(run_dir) / "config.yaml", list(overrides))
+    cfg = load_config(rundir.config_path(run_dir), list(overrides))
     start, total = time.time(), 0
     while True:
-        status = training_status(run_dir)  # read before evaluating, so the last checkpoint is never missed
+        state = rundir.read_state(run_dir)  # read before evaluating, so the last checkpoint is never missed
         total += len(evaluate_run(run_dir, cfg, device))
-        if status in ("done", "failed"):
+        if state is not None and state.status.ended:
             return total
         if timeout_s is not None and time.time() - start > timeout_s:
             raise TimeoutError(f"training of {run_dir} did not finish within {timeout_s} s")
