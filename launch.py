@@ -32,6 +32,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         index = read_index(sweep_dir)
         index["jobs"] = submit_slurm(sweep_dir, experiments)
         write_index(sweep_dir, index)
+        for array in index["jobs"]["arrays"]:
+            ex = array["executor"]
+            print(f"  array {array['train']} (eval {array['eval']}): {len(array['experiments'])} training(s), "
+                  f"partition {ex['partition'] or '-'}, {ex['time_min']} min, {ex['nodes']} node(s), "
+                  f"{ex['gpus_per_node']} GPU(s)/node, {ex['cpus_per_task']} CPU(s)/task")
         print(f"submitted; follow with: python launch.py status {sweep_dir}")
         return 0
     from clickseg.report import write_report  # imports torch: only where results are tabulated here

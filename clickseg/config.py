@@ -293,13 +293,27 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """``key=value`` strings -> {dotted key: value parsed as YAML}; malformed or repeated keys are refused."""
+    parsed: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"override '{item}' is not of the form key=value")
+        if key in parsed:
+            raise ConfigError(f"override key '{key}' is given more than once on the command line")
+        try:
+            parsed[key] = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override '{item}': the value of '{key}' is not valid YAML ({e})") from None
+    return parsed
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``a.b=value`` strings to a nested dict (values parsed as YAML)."""
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override '{item}' is not of the form key=value")
-        key, raw = item.split("=", 1)
-        set_dotted(data, key.strip(), yaml.safe_load(raw) if raw != "" else "")
+    for key, value in parse_overrides(overrides).items():
+        set_dotted(data, key, value)
     return data
 
 

@@ -8,6 +8,7 @@ checkpoint.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import socket
@@ -26,7 +27,7 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 
 from clickseg import checkpoint, rundir
-from clickseg.config import Config, ConfigError, load_config, save_config
+from clickseg.config import Config, ConfigError, load_config, save_config, to_dict
 from clickseg.data.stream import TrainStream, one_thread_worker
 from clickseg.losses import normalized_focal_loss
 from clickseg.model import build_segnext
@@ -36,6 +37,7 @@ from clickseg.simulate import prepare_prompts
 from clickseg.rundir import Status
 from clickseg.visualize import click_overlay
 from shards.manifest import MANIFEST_NAME
+from shards.verify import verify_for_training
 
 def batch_iou(logits: torch.Tensor, gt: torch.Tensor, thr: float = 0.49) -> float:
     pred = torch.sigmoid(logits) > thr
@@ -104,6 +106,33 @@ def check_data(cfg: Config) -> None:
             raise ConfigError(f"{key}={path}: no {MANIFEST_NAME} there (not a shard directory)")
 
 
+# What a resumed run may change: how long it trains, how it is watched and where it runs.
+RESUMABLE_KEYS = ("name", "train.epochs", "train.log_every", "train.num_vis", "data.num_workers", "data.cache_mb",
+                  "data.eval", "eval", "executor")
+
+
+def _flat(data: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in data.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def check_resume_config(cfg: Config, run_dir: Path) -> None:
+    """A run directory with checkpoints is resumed only with its own config (up to
+    ``RESUMABLE_KEYS``): another config would silently continue, and overwrite, that run."""
+    saved_path = rundir.config_path(run_dir)
+    if not saved_path.exists() or not (rundir.list_checkpoints(run_dir) or rundir.interrupt_path(run_dir).exists()):
+        return
+    saved, new = _flat(to_dict(load_config(saved_path))), _flat(to_dict(cfg))
+    changed = [k for k in sorted(set(saved) | set(new)) if saved.get(k) != new.get(k)
+               and not any(k == p or k.startswith(p + ".") for p in RESUMABLE_KEYS)]
+    if changed:
+        diffs = ", ".join(f"{k}: {saved.get(k)!r} there, {new.get(k)!r} now" for k in changed)
+        raise ConfigError(f"{run_dir} holds checkpoints of a training with another config ({diffs}); "
+                          f"resuming would mix the two. Use a new run_dir, or the config in {saved_path}.")
+
+
 def train(cfg: Config) -> None:
     """Train ``cfg``'s run, resuming from its last checkpoint. The main process holds the run
     directory's lock for the whole training; any error is recorded in ``train_state.json``
@@ -111,20 +140,22 @@ def train(cfg: Config) -> None:
     check_data(cfg)
     run_dir = Path(cfg.run_dir)
     main_rank = int(os.environ.get("RANK", "0")) == 0
-    lock = rundir.TrainingLock(run_dir).acquire() if main_rank else None
-    try:
-        _train(cfg, run_dir)
-    except BaseException as e:
-        if not (isinstance(e, SystemExit) and not e.code):
-            rank = os.environ.get("RANK", "0")
-            rundir.mark_failed(run_dir, f"rank {rank} on {socket.gethostname()}: {traceback.format_exc()}")
-        raise
-    finally:
-        if lock is not None:
-            lock.release()
+    with contextlib.ExitStack() as held:
+        if main_rank:
+            held.enter_context(rundir.TrainingLock(run_dir))
+            check_resume_config(cfg, run_dir)
+        stop = StopRequest()
+        held.callback(stop.restore)
+        try:
+            _train(cfg, run_dir, stop)
+        except BaseException as e:
+            if not (isinstance(e, SystemExit) and not e.code):
+                where = f"rank {os.environ.get('RANK', '0')} on {socket.gethostname()}"
+                rundir.mark_failed(run_dir, f"{where}: {traceback.format_exc()}")
+            raise
 
 
-def _train(cfg: Config, run_dir: Path) -> None:
+def _train(cfg: Config, run_dir: Path, stop: StopRequest) -> None:
     use_cpu = not torch.cuda.is_available()
     accelerator = Accelerator(cpu=use_cpu, mixed_precision=cfg.train.mixed_precision,
                               log_with="tensorboard", project_dir=str(run_dir))
@@ -134,6 +165,8 @@ def _train(cfg: Config, run_dir: Path) -> None:
         torch.set_num_threads(max(1, int(threads)))
     rank, world = accelerator.process_index, accelerator.num_processes
     set_seed(cfg.train.seed)  # same seed everywhere: identical initial weights on all ranks
+    with accelerator.main_process_first():  # the main process hashes, the others read its cache
+        accelerator.print(verify_for_training(cfg.data.train))
     if accelerator.is_main_process:
         save_config(cfg, rundir.config_path(run_dir))
 
@@ -157,7 +190,6 @@ def _train(cfg: Config, run_dir: Path) -> None:
         checkpoint.set_rng_state(ckpt["rng"])
         accelerator.print(f"resuming {run_dir} from {resume_from.name}: epoch {start_epoch}, "
                           f"batch {resume_batch}, step {step}")
-    stop = StopRequest()
 
     model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.init_trackers("tb", config={"name": cfg.name})
@@ -241,7 +273,6 @@ def _train(cfg: Config, run_dir: Path) -> None:
     # Free DDP objects before the process group goes away (avoids a gloo teardown abort).
     del model, optimizer
     accelerator.free_memory()
-    stop.restore()
 
 
 def save_interrupt(accelerator: Accelerator, model, optimizer, scheduler, cfg: Config, epoch: int,

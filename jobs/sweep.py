@@ -3,12 +3,13 @@
 Layout of a sweep directory::
 
     <root>/<name>-<timestamp>/
-        sweep.json              # id, code version, grid, experiments, job ids
+        sweep.json              # id, code version, grid file, overrides, experiments, job ids
         <experiment>/config.yaml, checkpoints/, tb/, results.jsonl, train_state.json
         submitit/<job id>/      # scheduler logs
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import time
@@ -16,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from clickseg.config import Config, save_config
+from clickseg.config import Config, ExecutorConfig, save_config
 from jobs.executor import make_executor
 from jobs.grid import Experiment, expand
 from jobs.tasks import EvalJob, TrainJob
@@ -65,19 +66,64 @@ def read_index(sweep_dir: str | Path) -> dict:
     return json.loads(path.read_text())
 
 
+def executor_groups(experiments: list[Experiment]) -> list[tuple[ExecutorConfig, list[int]]]:
+    """Each distinct ``executor`` section of the experiments with the indices of those using it,
+    in order of first appearance (one group when the grid varies no ``executor.*`` key)."""
+    groups: dict[str, tuple[ExecutorConfig, list[int]]] = {}
+    for i, exp in enumerate(experiments):
+        key = json.dumps(dataclasses.asdict(exp.config.executor), sort_keys=True)
+        groups.setdefault(key, (exp.config.executor, []))[1].append(i)
+    return list(groups.values())
+
+
+def eval_executor(cfg: ExecutorConfig) -> ExecutorConfig:
+    """The evaluation jobs' resources: those of the training on one node with at most one GPU."""
+    return dataclasses.replace(cfg, gpus_per_node=min(1, cfg.gpus_per_node), nodes=1)
+
+
 def submit_slurm(sweep_dir: Path, experiments: list[Experiment]) -> dict[str, Any]:
-    """Training of all grid points as ONE job array, plus one evaluation job per experiment."""
-    cfg = experiments[0].config
-    runs = [e.config.run_dir for e in experiments]
-    train_ex = make_executor(cfg.executor, sweep_dir / "submitit", name=f"train-{sweep_dir.name}")
-    with train_ex.batch():  # one sbatch array of Checkpointable jobs: requeued on Slurm's USR2
-        train_jobs = [train_ex.submit(TrainJob(run)) for run in runs]
-    eval_cfg = cfg.executor.__class__(**{**cfg.executor.__dict__, "gpus_per_node": min(1, cfg.executor.gpus_per_node),
-                                        "nodes": 1})
-    eval_ex = make_executor(eval_cfg, sweep_dir / "submitit", name=f"eval-{sweep_dir.name}")
-    with eval_ex.batch():
-        eval_jobs = [eval_ex.submit(EvalJob(run)) for run in runs]
-    return {"train": [j.job_id for j in train_jobs], "eval": [j.job_id for j in eval_jobs]}
+    """One training job array per distinct executor setting (one array for a grid that varies no
+    ``executor.*`` key), each with an evaluation array of the same experiments.
+
+    Returns the ``jobs`` of sweep.json: ``train`` and ``eval`` job ids in experiment order,
+    ``<experiment>: {train, eval}`` and ``arrays`` (per group: experiments, executor, array ids).
+    If a submission fails, the arrays already submitted are cancelled.
+    """
+    n = len(experiments)
+    train_ids: list[str] = [""] * n
+    eval_ids: list[str] = [""] * n
+    arrays: list[dict[str, Any]] = []
+    groups = executor_groups(experiments)
+    logs = sweep_dir / "submitit"
+    try:
+        for g, (ex_cfg, members) in enumerate(groups):
+            suffix = f"-{g}" if len(groups) > 1 else ""
+            runs = [experiments[i].config.run_dir for i in members]
+            train_ex = make_executor(ex_cfg, logs, name=f"train-{sweep_dir.name}{suffix}")
+            with train_ex.batch():  # one sbatch array of Checkpointable jobs: requeued on Slurm's USR2
+                train_jobs = [train_ex.submit(TrainJob(run)) for run in runs]
+            arrays.append({"experiments": [experiments[i].name for i in members],
+                           "executor": dataclasses.asdict(ex_cfg),
+                           "train": train_jobs[0].job_id.split("_")[0], "eval": None})
+            eval_ex = make_executor(eval_executor(ex_cfg), logs, name=f"eval-{sweep_dir.name}{suffix}")
+            with eval_ex.batch():
+                eval_jobs = [eval_ex.submit(EvalJob(run)) for run in runs]
+            arrays[-1]["eval"] = eval_jobs[0].job_id.split("_")[0]
+            for i, tj, ej in zip(members, train_jobs, eval_jobs):
+                train_ids[i], eval_ids[i] = tj.job_id, ej.job_id
+    except BaseException:
+        submitted = [a[k] for a in arrays for k in ("train", "eval") if a[k]]
+        if submitted:
+            try:
+                subprocess.run(["scancel", *submitted], capture_output=True, timeout=60)
+                print(f"[sweep] submission failed: cancelled job(s) {' '.join(submitted)}", flush=True)
+            except (OSError, subprocess.TimeoutExpired) as e:
+                print(f"[sweep] submission failed; cancel job(s) {' '.join(submitted)} by hand ({e})", flush=True)
+        raise
+    jobs: dict[str, Any] = {"train": train_ids, "eval": eval_ids}
+    jobs.update({e.name: {"train": t, "eval": v} for e, t, v in zip(experiments, train_ids, eval_ids)})
+    jobs["arrays"] = arrays
+    return jobs
 
 
 def training_cost(cfg: Config) -> float:
@@ -92,16 +138,20 @@ def training_cost(cfg: Config) -> float:
 
 
 def run_local(sweep_dir: Path, experiments: list[Experiment], poll_s: float = 2.0) -> list[str]:
-    """Run the sweep with submitit's local executor, at most ``array_parallelism`` trainings at once.
+    """Run the sweep with submitit's local executor.
 
-    Each experiment's evaluation job starts with its training and evaluates
-    checkpoints as they appear. The costliest trainings start first (longest-first
-    scheduling, see :func:`training_cost`), so the parallel slots end at about the same
-    time instead of one long training running alone at the end. Returns the errors of
-    failed jobs.
+    Each experiment's jobs run with its own ``executor`` settings (one local executor per
+    distinct setting, see :func:`executor_groups`), and its training starts only while fewer
+    than its ``executor.array_parallelism`` trainings run. Its evaluation job starts with
+    its training and evaluates checkpoints as they appear. The costliest trainings start
+    first (longest-first scheduling, see :func:`training_cost`), so the parallel slots end
+    at about the same time instead of one long training running alone at the end. Returns
+    the errors of failed jobs.
     """
-    cfg = experiments[0].config
-    executor = make_executor(cfg.executor, sweep_dir / "submitit")
+    executors: dict[str, Any] = {}
+    for ex_cfg, members in executor_groups(experiments):
+        executor = make_executor(ex_cfg, sweep_dir / "submitit")
+        executors.update({experiments[i].name: executor for i in members})
     pending = sorted(experiments, key=lambda e: -training_cost(e.config))
     running: list[tuple[str, Any]] = []
     errors: list[str] = []
@@ -109,11 +159,14 @@ def run_local(sweep_dir: Path, experiments: list[Experiment], poll_s: float = 2.
     try:
         while pending or running:
             n_train = sum(1 for kind, _ in running if kind.startswith("train"))
-            while pending and n_train < max(1, cfg.executor.array_parallelism):
-                exp = pending.pop(0)
+            while True:
+                exp = next((e for e in pending if n_train < e.config.executor.array_parallelism), None)
+                if exp is None:
+                    break
+                pending.remove(exp)
                 for kind, job_args in (("train", (TrainJob(exp.config.run_dir),)),
                                        ("eval", (EvalJob(exp.config.run_dir),))):
-                    job = executor.submit(*job_args)
+                    job = executors[exp.name].submit(*job_args)
                     running.append((f"{kind}:{exp.name}", job))
                     index["jobs"].setdefault(exp.name, {})[kind] = job.job_id
                 n_train += 1

@@ -8,7 +8,10 @@
     launch.py shard synth    --out DIR [--train-images N] [--eval-images M] [--seed S] [--size PX]
 
 Common options: ``--samples-per-shard N``, ``--workers N`` (0 = in-process),
-``--max-skip-fraction F``. Exit status 1 when too many items were skipped.
+``--max-skip-fraction F`` (bad inputs only; items left out by a dataset's rules do
+not count), ``--follow-links`` (read source files that link outside the root; by
+default they are skipped as ``outside_root``). Exit status 1 when too many items
+were skipped.
 """
 
 from __future__ import annotations
@@ -32,6 +35,11 @@ def _default_workers() -> int:
         return os.cpu_count() or 1
 
 
+def _add_follow_links(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--follow-links", action="store_true",
+                   help="read source files whose links lead outside the root (default: skip them as outside_root)")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="launch.py shard", description="Convert datasets to webdataset shards.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -53,9 +61,11 @@ def _parser() -> argparse.ArgumentParser:
                            help="only these subsets of the split (default: all of them)")
         p.add_argument("--samples-per-shard", type=int, default=1000)
         p.add_argument("--workers", type=int, default=_default_workers(), help="processes (0 or 1: in-process)")
-        p.add_argument("--max-skip-fraction", type=float, default=0.1, help="fail if more items than this are skipped")
+        p.add_argument("--max-skip-fraction", type=float, default=0.1,
+                       help="fail if more items than this are skipped as bad input")
         p.add_argument("--only", type=int, metavar="K",
                        help="write only output shard K (one task of a job array); a run without it writes the manifest")
+        _add_follow_links(p)
     from .cocolvis_build import BuildOptions
 
     help_text = "build COCO+LVIS as RITM did, from LVIS v1 json + COCO 2017 panoptic json/PNGs + COCO images"
@@ -71,8 +81,10 @@ def _parser() -> argparse.ArgumentParser:
                        help=f"RITM's value: {value}")
     p.add_argument("--samples-per-shard", type=int, default=1000)
     p.add_argument("--workers", type=int, default=_default_workers(), help="processes (0 or 1: in-process)")
-    p.add_argument("--max-skip-fraction", type=float, default=0.1, help="fail if more items than this are skipped")
+    p.add_argument("--max-skip-fraction", type=float, default=0.1,
+                   help="fail if more items than this are skipped as bad input")
     p.add_argument("--only", type=int, metavar="K", help="write only output shard K (one task of a job array)")
+    _add_follow_links(p)
     p = sub.add_parser("synth", help="write small synthetic cocolvis (train) and davis sources")
     p.add_argument("--out", type=Path, required=True, help="writes <out>/cocolvis and <out>/davis")
     p.add_argument("--train-images", type=int, default=200)
@@ -127,22 +139,26 @@ def _converter(args: argparse.Namespace) -> "Converter":
     from .folder import FolderConverter, HQSeg44kConverter
 
     if args.command == "cocolvis":
-        return CocoLvisConverter(root=args.root, split=args.split)
+        return CocoLvisConverter(root=args.root, split=args.split, follow_links=args.follow_links)
     if args.command == "cocolvis-build":
         from .cocolvis_build import BuildOptions, CocoLvisBuildConverter
 
         opts = BuildOptions(**{k: getattr(args, k) for k in BuildOptions().__dict__})
         return CocoLvisBuildConverter(lvis_json=args.lvis, panoptic_json=args.panoptic_json,
-                                      panoptic_dir=args.panoptic_dir, images=args.images, split=args.split, build=opts)
+                                      panoptic_dir=args.panoptic_dir, images=args.images, split=args.split, build=opts,
+                                      follow_links=args.follow_links)
     if args.command == "hqseg44k":
-        return HQSeg44kConverter(root=args.root, split=args.split, subsets=tuple(args.subsets))
+        return HQSeg44kConverter(root=args.root, split=args.split, subsets=tuple(args.subsets),
+                                 follow_links=args.follow_links)
     if args.command == "folder" and (args.images or args.masks):
         if not (args.images and args.masks):
             _parser().error("folder: give both --images and --masks (or --root with img/ and gt/)")
-        return FolderConverter(images=args.images, masks=args.masks, root=args.root, split=args.split)
+        return FolderConverter(images=args.images, masks=args.masks, root=args.root, split=args.split,
+                               follow_links=args.follow_links)
     if args.root is None:
         _parser().error("folder: give --images and --masks, or --root with img/ and gt/")
-    return FolderConverter(images=args.root / "img", masks=args.root / "gt", root=args.root, split=args.split, format=args.command)
+    return FolderConverter(images=args.root / "img", masks=args.root / "gt", root=args.root, split=args.split,
+                           format=args.command, follow_links=args.follow_links)
 
 
 if __name__ == "__main__":

@@ -5,10 +5,14 @@
 Objects with ``id >= num_instance_masks`` are stuff and are kept with
 ``is_stuff=True`` (the loader decides per sample whether to use them).
 Parent/child links survive, restricted to objects that are kept.
+Image and mask files must resolve inside the root or the ``images`` /
+``masks`` folder (either may be a link), and ``hannotation.pickle`` inside
+the root or the split folder, unless ``follow_links``.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +22,7 @@ import numpy as np
 
 from . import safe_pickle
 from .format import pack_layers
-from .writer import ConversionError, Converter, SkipItem, SourceSample, load_image
+from .writer import ConversionError, Converter, SkipItem, SourceSample, links_outside, load_image
 
 __all__ = ["CocoLvisConverter"]
 
@@ -56,6 +60,7 @@ class CocoLvisConverter(Converter):
     split: str = "train"
     format: str = "cocolvis"
     checksum_sources: bool = False  # ~200k training files: count and bytes only
+    follow_links: bool = False
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
@@ -67,8 +72,16 @@ class CocoLvisConverter(Converter):
     def extra_files(self) -> list[Path]:
         return [self.split_dir / "hannotation.pickle"]
 
+    def source_roots(self) -> list[Path]:
+        return [self.root, self.split_dir / "images", self.split_dir / "masks"]
+
     def list_items(self) -> list[Item]:
         path = self.split_dir / "hannotation.pickle"
+        roots = [Path(os.path.realpath(d)) for d in (self.root, self.split_dir)]
+        outside = [] if self.follow_links else links_outside(self, [path], roots)
+        if outside:
+            raise ConversionError(f"{path} leads to {outside[0][1]}, outside the root {self.root} "
+                                  f"(--follow-links reads it)")
         try:
             annotation = safe_pickle.load(path)
         except FileNotFoundError:

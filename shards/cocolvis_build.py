@@ -11,14 +11,17 @@ with RITM's value as the default):
 3. Near-duplicate LVIS objects: an LVIS object is dropped when a later LVIS object of the
    same image has box IoU > ``duplicate_box_iou`` and mask IoU > ``duplicate_mask_iou``.
 4. Objects, in this order: the kept COCO things, then the kept LVIS objects. An image with
-   none is not part of the dataset (skipped with reason ``no_objects``).
+   none is not part of the dataset (skipped with reason ``no_objects``, kind ``rule``: it does
+   not count toward ``--max-skip-fraction``).
 5. The hierarchy (parent / children by containment, :func:`containment_hierarchy`).
 6. COCO "stuff" segments minus every object pixel, kept when larger than
    ``min_stuff_area`` pixels, appended as stuff (ids after the things).
 
 Images are the panoptic annotation file's images that LVIS annotates (matched by file stem;
 a stem listed twice counts once, the last entry), in sorted stem order as RITM's COCO+LVIS
-dataset reads them. Overlapping objects are kept as separate masks.
+dataset reads them. Overlapping objects are kept as separate masks. Image and PNG files must
+resolve inside the ``images`` or ``panoptic_dir`` folder (either may be a link), unless
+``follow_links``; others are skipped as ``outside_root``.
 
 Known differences from RITM: a polygon with fewer than 3 points is skipped (RITM's
 ``fillPoly`` draws it as a line or a point); an image whose size differs from LVIS's is
@@ -243,6 +246,7 @@ class CocoLvisBuildConverter(Converter):
     build: BuildOptions = BuildOptions()
     format: str = "cocolvis-build"
     checksum_sources: bool = False
+    follow_links: bool = False
     root: Path = field(init=False)
     listing_counts: dict[str, int] = field(default_factory=dict, init=False)
 
@@ -297,8 +301,13 @@ class CocoLvisBuildConverter(Converter):
     def extra_files(self) -> list[Path]:
         return [self.lvis_json, self.panoptic_json]
 
+    def source_roots(self) -> list[Path]:
+        """The two folders (``root``, their common parent, may be far up)."""
+        return [self.images, self.panoptic_dir]
+
     def options(self) -> dict[str, Any]:
-        return {**self.build.__dict__, "opencv": cv2.__version__}  # a new OpenCV rebuilds the shards
+        # a new OpenCV rebuilds the shards
+        return {**self.build.__dict__, "opencv": cv2.__version__, **super().options()}
 
     def load(self, item: Item) -> SourceSample:
         stem, image_file, png_file, (height, width), lvis_segmentations, segments = item
@@ -338,7 +347,7 @@ class CocoLvisBuildConverter(Converter):
         counts.update(rule_counts)
         counts = Counter({k: v for k, v in counts.items() if v})
         if not masks:
-            raise SkipItem("no_objects", f"{stem}: no object left after the rules", dict(counts))
+            raise SkipItem("no_objects", f"{stem}: no object left after the rules", dict(counts), kind="rule")
         layers, placement = pack_masks(masks, height, width)
         objects = []
         for k, (layer, value) in enumerate(placement):

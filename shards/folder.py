@@ -7,6 +7,10 @@ alpha channel is ignored, as SegNext's loaders ignore it);
 it becomes a single uint8 layer with value 1 and object id 1. Both folders may
 be the same directory (HQSeg's cascade_psp subsets): the mask is then the
 ``.png`` and the image the ``.jpg``.
+
+Files must resolve inside the root (when one is given) or inside the image or
+mask folder (either may be a link); others are skipped as ``outside_root``
+unless ``follow_links``.
 """
 
 from __future__ import annotations
@@ -51,9 +55,11 @@ class FolderConverter(Converter):
     split: str = "val"
     format: str = "folder"
     checksum_sources: bool = True  # evaluation sets: sha256 of every source file
+    follow_links: bool = False
 
     def __post_init__(self) -> None:
         self.images, self.masks = Path(self.images), Path(self.masks)
+        self._root_given = self.root is not None
         if self.root is None:
             self.root = Path(os.path.commonpath([self.images.resolve(), self.masks.resolve()]))
         self.root = Path(self.root)
@@ -72,6 +78,10 @@ class FolderConverter(Converter):
             image, mask = images.get(stem), masks.get(stem)
             items.append((stem, image and self._rel(image), mask and self._rel(mask)))
         return items
+
+    def source_roots(self) -> list[Path]:
+        """The given root and the two folders (which may be links); without a root only the folders."""
+        return ([self.root] if self._root_given else []) + [self.images, self.masks]
 
     def item_name(self, item: Item) -> str:
         return item[1] or item[2] or item[0]
@@ -105,10 +115,11 @@ class FolderConverter(Converter):
         return SourceSample(image_bytes, ext, obj.astype(np.uint8)[None], objects, image_rel, flags)
 
 
-def davis_converter(root: str | os.PathLike[str], split: str = "val") -> FolderConverter:
+def davis_converter(root: str | os.PathLike[str], split: str = "val", follow_links: bool = False) -> FolderConverter:
     """DAVIS layout: ``<root>/img/<name>.jpg`` with ``<root>/gt/<name>.png``."""
     root = Path(root)
-    return FolderConverter(images=root / "img", masks=root / "gt", root=root, split=split, format="davis")
+    return FolderConverter(images=root / "img", masks=root / "gt", root=root, split=split, format="davis",
+                           follow_links=follow_links)
 
 
 # HQSeg-44K subsets: (split, name, images folder, masks folder) relative to the dataset root.
@@ -146,6 +157,7 @@ class HQSeg44kConverter(FolderConverter):
         if self.root is None:
             raise ValueError("hqseg44k: the dataset root is required")
         self.root = Path(self.root)
+        self._root_given = True
         self.checksum_sources = self.split == "val"  # 44k training files: counts and sizes only
         names = [s[1] for s in HQSEG44K_SUBSETS if s[0] == self.split]
         unknown = sorted(set(self.subsets) - set(names))
@@ -168,5 +180,9 @@ class HQSeg44kConverter(FolderConverter):
             items += FolderConverter(images=images, masks=masks, root=self.root).list_items()
         return items
 
+    def source_roots(self) -> list[Path]:
+        """The root and each subset's folders (which may be links)."""
+        return [self.root] + [d for _name, images, masks in self._folders() for d in (images, masks)]
+
     def options(self) -> dict:
-        return {"subsets": list(self.subsets)}
+        return {"subsets": list(self.subsets), **super().options()}

@@ -17,7 +17,8 @@ Manifest layout (``version`` 1)::
 Shards are listed in source order; reading them in that order yields samples
 in source order. The sha256 and per-shard sample counts are the only way to
 notice damage webdataset reads silently (an overwritten tar header just ends a
-shard early), so :func:`open_dataset` checks both.
+shard early), so :func:`open_dataset` checks both. Training checks existence,
+size and sha256 with a cache of shard hashes (:func:`shards.verify.verify_for_training`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import json
 import os
 import tarfile
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from .format import Sample, decode_sample, iter_shard
 from .writer import Converter, sha256_file
@@ -37,6 +38,8 @@ __all__ = [
     "ManifestMismatchError",
     "ShardDataset",
     "build_manifest",
+    "check_shard_files",
+    "mismatch_error",
     "open_dataset",
     "read_manifest",
     "shard_paths",
@@ -121,10 +124,11 @@ def read_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:
     return manifest
 
 
-def shard_paths(directory: str | os.PathLike[str]) -> list[str]:
+def shard_paths(directory: str | os.PathLike[str], manifest: dict[str, Any] | None = None) -> list[str]:
     """Absolute shard paths in manifest (= source) order."""
     base = Path(directory).resolve()
-    return [str(base / rec["name"]) for rec in read_manifest(directory)["shards"]]
+    manifest = read_manifest(directory) if manifest is None else manifest
+    return [str(base / rec["name"]) for rec in manifest["shards"]]
 
 
 def _count_samples(path: Path) -> int:
@@ -136,22 +140,67 @@ def _count_samples(path: Path) -> int:
     return len(keys)
 
 
-def verify_shards(directory: str | os.PathLike[str], manifest: dict[str, Any] | None = None) -> None:
-    """Check every shard's existence, sha256 and sample count; raise :class:`ManifestMismatchError`."""
-    manifest = read_manifest(directory) if manifest is None else manifest
+def check_shard_files(
+    directory: str | os.PathLike[str], manifest: dict[str, Any], sha256: Callable[[Path], str] = sha256_file
+) -> dict[str, str]:
+    """What differs between the manifest's shards and the files: ``{shard name: problem}``.
+
+    Checks existence, size (``bytes``) and ``sha256`` (computed with ``sha256``, which
+    may be a cached lookup). Files in the directory that the manifest does not list are ignored.
+    """
+    problems: dict[str, str] = {}
     for rec in manifest["shards"]:
         path = Path(directory) / rec["name"]
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            problems[rec["name"]] = "missing"
+            continue
+        except OSError as e:
+            problems[rec["name"]] = f"unreadable ({type(e).__name__}: {e})"
+            continue
         if not path.is_file():
-            raise ManifestMismatchError(f"shard {path} listed in the manifest is missing")
-        digest = sha256_file(path)
-        if digest != rec["sha256"]:
-            raise ManifestMismatchError(f"shard {path}: sha256 {digest} differs from the manifest's {rec['sha256']}")
+            problems[rec["name"]] = "not a regular file"
+        elif "bytes" in rec and size != rec["bytes"]:
+            how = "truncated?" if size < rec["bytes"] else "appended to?"
+            problems[rec["name"]] = f"size {size} != manifest {rec['bytes']} ({how})"
+        else:
+            try:
+                digest = sha256(path)
+            except OSError as e:
+                problems[rec["name"]] = f"unreadable ({type(e).__name__}: {e})"
+                continue
+            if digest != rec["sha256"]:
+                problems[rec["name"]] = (f"sha256 {digest} differs from the manifest's {rec['sha256']} "
+                                         "(file changed after it was written)")
+    return problems
+
+
+def mismatch_error(directory: str | os.PathLike[str], problems: dict[str, str], n_shards: int) -> ManifestMismatchError:
+    """One error listing every bad shard of ``directory`` with what differs."""
+    lines = [f"{Path(directory) / name}: {problem}" for name, problem in problems.items()]
+    head = f"{directory}: {len(problems)} of {n_shards} shard(s) differ from {MANIFEST_NAME}"
+    return ManifestMismatchError("\n  ".join([head] + lines))
+
+
+def verify_shards(directory: str | os.PathLike[str], manifest: dict[str, Any] | None = None) -> None:
+    """Check every shard's existence, size, sha256 and sample count; raise :class:`ManifestMismatchError`
+    naming all shards that differ."""
+    manifest = read_manifest(directory) if manifest is None else manifest
+    problems = check_shard_files(directory, manifest)
+    for rec in manifest["shards"]:
+        if rec["name"] in problems:
+            continue
+        path = Path(directory) / rec["name"]
         try:
             count = _count_samples(path)
         except (tarfile.TarError, EOFError, OSError) as e:
-            raise ManifestMismatchError(f"shard {path}: unreadable tar ({e})") from e
+            problems[rec["name"]] = f"unreadable tar ({e})"
+            continue
         if count != rec["samples"]:
-            raise ManifestMismatchError(f"shard {path}: {count} samples, the manifest says {rec['samples']}")
+            problems[rec["name"]] = f"{count} samples, the manifest says {rec['samples']}"
+    if problems:
+        raise mismatch_error(directory, problems, len(manifest["shards"]))
 
 
 class ShardDataset:

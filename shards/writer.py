@@ -11,9 +11,17 @@ finish with :func:`shards.manifest.build_manifest`.
 Bad input never stops a conversion: an unusable item is skipped with a reason
 (``missing_image``, ``missing_mask``, ``corrupt_image``, ``corrupt_mask``,
 ``size_mismatch``, ``unsafe_pickle``, ``bad_pickle``, ``bad_annotation``,
-``unexpected_error``), and a usable item with problems is kept and flagged
+``outside_root``, ``unexpected_error``), and a usable item with problems is kept and flagged
 (``no_objects``, ``only_stuff``, ``empty_object`` (that object is dropped),
-``reencoded_png``).
+``reencoded_png``). Each skip has a kind: ``bad_input`` (the reasons above) or
+``rule`` (the dataset's own rules leave nothing, e.g. cocolvis-build's
+``no_objects``). Only bad inputs count toward ``max_skip_fraction``; the
+manifest's ``skip_counts`` holds ``{kind: {reason: count}}``.
+
+Source links: an item whose files resolve outside every folder of
+:meth:`Converter.source_roots` is skipped unread (``outside_root``, the detail
+names each link and its target) unless the converter's ``follow_links`` is set.
+The layout's folders themselves may be links.
 
 Reruns resume: next to each finished shard :func:`convert_shard` writes
 ``.records/<shard>.json`` (its record plus a fingerprint of the work item: the
@@ -43,6 +51,7 @@ import webdataset as wds
 from .format import encode_sample
 
 __all__ = [
+    "SKIP_KINDS",
     "ConversionError",
     "Converter",
     "SkipItem",
@@ -51,8 +60,11 @@ __all__ = [
     "convert",
     "convert_shard",
     "finished_record",
+    "links_outside",
     "load_image",
     "sha256_file",
+    "skip_counts",
+    "skip_kind",
     "work_items",
 ]
 
@@ -61,14 +73,24 @@ class ConversionError(RuntimeError):
     """The conversion finished but skipped too many items (or found none)."""
 
 
-class SkipItem(Exception):
-    """Raised by :meth:`Converter.load` for an item that cannot become a sample."""
+SKIP_KINDS = ("bad_input", "rule")  # unusable input / left out by the dataset's rules
 
-    def __init__(self, reason: str, detail: str = "", counts: dict[str, int] | None = None) -> None:
+
+class SkipItem(Exception):
+    """Raised by :meth:`Converter.load` for an item that cannot become a sample.
+
+    ``kind`` is ``"bad_input"`` (counts toward ``max_skip_fraction``) or ``"rule"``.
+    """
+
+    def __init__(self, reason: str, detail: str = "", counts: dict[str, int] | None = None,
+                 kind: str = "bad_input") -> None:
+        if kind not in SKIP_KINDS:
+            raise ValueError(f"skip kind {kind!r} is not one of {SKIP_KINDS}")
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
         self.counts = counts or {}  # per-rule counts of the item, still reported (see SourceSample.counts)
+        self.kind = kind
 
 
 @dataclass
@@ -91,6 +113,7 @@ class Converter:
     split: str = ""
     root: Path
     checksum_sources: bool = False  # True: manifest lists sha256 of every source file
+    follow_links: bool = False  # True: also read files that resolve outside source_roots()
 
     def list_items(self) -> list[Any]:
         """All source items in deterministic order; each item must be picklable."""
@@ -112,13 +135,17 @@ class Converter:
         """Source files shared by all items (e.g. an annotation index)."""
         return []
 
+    def source_roots(self) -> list[Path]:
+        """Folders that item files must resolve into unless ``follow_links`` (default: ``root``)."""
+        return [self.root]
+
     def summarize(self, records: Sequence[dict[str, Any]]) -> dict[str, Any]:
         """Extra top-level manifest entries computed from the shard records (their ``extra`` parts)."""
         return {}
 
     def options(self) -> dict[str, Any]:
         """Settings that change the output (part of each shard's fingerprint and of the manifest)."""
-        return {}
+        return {"follow_links": bool(self.follow_links)}
 
 
 @dataclass
@@ -201,6 +228,22 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def _resolved_roots(converter: Converter) -> list[Path]:
+    return [Path(os.path.realpath(r)) for r in converter.source_roots()]
+
+
+def links_outside(converter: Converter, files: Sequence[Path], roots: Sequence[Path] | None = None
+                  ) -> list[tuple[Path, Path]]:
+    """``(file, resolved target)`` of each file that resolves outside every source root."""
+    roots = _resolved_roots(converter) if roots is None else roots
+    out = []
+    for path in files:
+        target = Path(os.path.realpath(path))
+        if not any(target.is_relative_to(r) for r in roots):
+            out.append((Path(path), target))
+    return out
+
+
 def _account_sources(converter: Converter, files: Sequence[Path], source: dict[str, Any]) -> None:
     for path in files:
         try:
@@ -220,11 +263,17 @@ RECORDS_DIR = ".records"
 def fingerprint(work: WorkItem) -> str:
     """sha256 over what determines a shard's content (never the absolute root)."""
     conv = work.converter
+    roots = _resolved_roots(conv)
     h = hashlib.sha256()
     h.update(json.dumps([conv.format, conv.split, work.name, work.start, conv.options()], sort_keys=True, default=str).encode())
     for item in work.items:
         h.update(repr(item).encode())
-        for path in conv.item_files(item):
+        files = conv.item_files(item)
+        outside = set() if conv.follow_links else {p for p, _ in links_outside(conv, files, roots)}
+        for path in files:
+            if path in outside:
+                h.update(f"|outside:{os.path.realpath(path)}".encode())
+                continue
             try:
                 st = path.stat()
                 h.update(f"|{st.st_size}:{st.st_mtime_ns}".encode())
@@ -261,7 +310,7 @@ def convert_shard(work: WorkItem) -> dict[str, Any]:
     """Write one shard atomically, save its record under ``.records/`` and return the record.
 
     The record holds ``name, samples, sha256, bytes, totals{images, instances,
-    stuff}, skipped[{item, reason, detail}], flagged[{item, flag}]`` plus
+    stuff}, skipped[{item, reason, detail, kind}], flagged[{item, flag}]`` plus
     ``source{files, bytes, sha256?}``, which :func:`build_manifest` folds into
     the manifest's source summary.
     """
@@ -275,21 +324,29 @@ def convert_shard(work: WorkItem) -> dict[str, Any]:
     flagged: list[dict[str, str]] = []
     source: dict[str, Any] = {"files": 0, "bytes": 0, "sha256": {}}
     counts: Counter[str] = Counter()
+    roots = _resolved_roots(conv)
     try:
         with open(tmp, "wb") as fh:
             with wds.TarWriter(fh, encoder=False, mtime=0) as tar:
                 for offset, item in enumerate(work.items):
                     name = conv.item_name(item)
-                    _account_sources(conv, conv.item_files(item), source)
+                    files = conv.item_files(item)
+                    outside = [] if conv.follow_links else links_outside(conv, files, roots)
+                    if outside:  # not read, not hashed, not counted as source
+                        detail = "; ".join(f"{_rel(conv, p)} -> {t}" for p, t in outside)
+                        skipped.append({"item": name, "reason": "outside_root", "detail": detail, "kind": "bad_input"})
+                        continue
+                    _account_sources(conv, files, source)
                     try:
                         s = conv.load(item)
                         raw = encode_sample(s.image_bytes, s.ext, s.layers, s.objects, s.source, s.flags, index=work.start + offset)
                     except SkipItem as e:
-                        skipped.append({"item": name, "reason": e.reason, "detail": e.detail})
+                        skipped.append({"item": name, "reason": e.reason, "detail": e.detail, "kind": e.kind})
                         counts.update(e.counts)
                         continue
                     except Exception as e:  # a bug or an unforeseen input; count it, keep going
-                        skipped.append({"item": name, "reason": "unexpected_error", "detail": f"{type(e).__name__}: {e}"})
+                        detail = f"{type(e).__name__}: {e}"
+                        skipped.append({"item": name, "reason": "unexpected_error", "detail": detail, "kind": "bad_input"})
                         continue
                     tar.write(raw)
                     totals["images"] += 1
@@ -321,16 +378,48 @@ def convert_shard(work: WorkItem) -> dict[str, Any]:
     return record
 
 
+def _rel(converter: Converter, path: Path) -> str:
+    return Path(os.path.relpath(path, converter.root)).as_posix()
+
+
+def skip_kind(entry: dict[str, Any]) -> str:
+    """The kind of a manifest ``skipped`` entry (entries written before kinds existed: ``bad_input``)."""
+    return entry.get("kind") or "bad_input"
+
+
+def skip_counts(skipped: Sequence[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """``{kind: {reason: count}}`` of manifest ``skipped`` entries, every kind present."""
+    out: dict[str, Counter[str]] = {kind: Counter() for kind in SKIP_KINDS}
+    for e in skipped:
+        out[skip_kind(e)][e["reason"]] += 1
+    return {kind: dict(sorted(c.items())) for kind, c in out.items()}
+
+
+MAX_NAMED_LINKS = 20
+
+
 def _report(manifest: dict[str, Any], n_items: int) -> str:
+    by_kind = skip_counts(manifest["skipped"])
+    n_bad, n_rule = (sum(by_kind[k].values()) for k in SKIP_KINDS)
     lines = [
         f"{manifest['format']} {manifest['split']}: {manifest['totals']['images']} samples, "
         f"{manifest['totals']['instances']} instances, {manifest['totals']['stuff']} stuff "
-        f"in {len(manifest['shards'])} shards; {len(manifest['skipped'])} of {n_items} items skipped"
+        f"in {len(manifest['shards'])} shards; {len(manifest['skipped'])} of {n_items} items skipped "
+        f"({n_bad} bad input, {n_rule} by the dataset's rules)"
     ]
-    for what, entries, field_name in (("skipped", manifest["skipped"], "reason"), ("flagged", manifest["flagged"], "flag")):
-        for reason, count in sorted(Counter(e[field_name] for e in entries).items()):
-            example = next(e["item"] for e in entries if e[field_name] == reason)
-            lines.append(f"  {what} {reason}: {count} (e.g. {example})")
+    for kind, label in (("bad_input", "bad input"), ("rule", "rule")):
+        for reason, count in by_kind[kind].items():
+            example = next(e["item"] for e in manifest["skipped"] if e["reason"] == reason and skip_kind(e) == kind)
+            lines.append(f"  skipped {reason} ({label}): {count} (e.g. {example})")
+    for flag, count in sorted(Counter(e["flag"] for e in manifest["flagged"]).items()):
+        example = next(e["item"] for e in manifest["flagged"] if e["flag"] == flag)
+        lines.append(f"  flagged {flag}: {count} (e.g. {example})")
+    links = [e for e in manifest["skipped"] if e["reason"] == "outside_root"]
+    if links:
+        lines.append("  links outside the source root, not read (--follow-links reads them):")
+        lines += [f"    {e['item']}: {e['detail']}" for e in links[:MAX_NAMED_LINKS]]
+        if len(links) > MAX_NAMED_LINKS:
+            lines.append(f"    ... and {len(links) - MAX_NAMED_LINKS} more (listed in manifest.json)")
     return "\n".join(lines)
 
 
@@ -349,7 +438,8 @@ def convert(
     Finished shards of an earlier run with the same inputs are kept (see the
     module docstring). After writing ``manifest.json`` a report by skip reason
     is printed and :class:`ConversionError` is raised when more than
-    ``max_skip_fraction`` of the items were skipped. ``only=k`` converts just
+    ``max_skip_fraction`` of the items were skipped as bad input (skips by
+    the dataset's rules do not count). ``only=k`` converts just
     work item ``k`` (one task of a job array) and returns None; a final run
     without ``only`` then writes the manifest.
     """
@@ -389,12 +479,15 @@ def convert(
     finally:
         bar.close()
     manifest = build_manifest(converter, [r for r in records if r is not None], samples_per_shard)
+    manifest["skip_counts"] = skip_counts(manifest["skipped"])
     write_manifest(out_dir, manifest)
     print(_report(manifest, n_items))
-    n_skipped = len(manifest["skipped"])
-    if n_skipped > max_skip_fraction * n_items:
+    n_bad = sum(manifest["skip_counts"]["bad_input"].values())
+    n_rule = sum(manifest["skip_counts"]["rule"].values())
+    if n_bad > max_skip_fraction * n_items:
+        rules = f"; {n_rule} more left out by the dataset's rules" if n_rule else ""
         raise ConversionError(
-            f"{n_skipped} of {n_items} items skipped ({n_skipped / n_items:.1%} > {max_skip_fraction:.1%}); "
+            f"{n_bad} of {n_items} items skipped as bad input ({n_bad / n_items:.1%} > {max_skip_fraction:.1%}{rules}); "
             f"see {Path(out_dir) / 'manifest.json'}"
         )
     return manifest

@@ -1,4 +1,5 @@
 """Small built-in datasets shared by the tests (made once per test session)."""
+import hashlib
 import io
 import json
 import os
@@ -42,6 +43,9 @@ def corrupt_copy(src: Path, dst: Path) -> str:
                     data = b"\xff\xd8\xff" + os.urandom(200)
                     member.size = len(data)
                 tout.addfile(member, io.BytesIO(data))
-    # The manifest lists the originals' checksums; training reads by sample and does not verify them.
+        # Shards written with a bad sample inside (their manifest agrees): verification passes,
+        # decoding fails for that sample.
+        shard["bytes"] = (dst / shard["name"]).stat().st_size
+        shard["sha256"] = hashlib.sha256((dst / shard["name"]).read_bytes()).hexdigest()
     (dst / "manifest.json").write_text(json.dumps(manifest))
     return manifest["shards"][0]["name"]

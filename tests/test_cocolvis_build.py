@@ -135,7 +135,10 @@ def test_bad_inputs_and_rule_counts_are_recorded(built):
     }, rules
     inputs = manifest["build"]["inputs"]
     assert inputs["lvis_json"]["sha256"] == shards.writer.sha256_file(paths["lvis"])
-    assert manifest["options"] == {**BuildOptions().__dict__, "opencv": cv2.__version__}
+    assert manifest["options"] == {**BuildOptions().__dict__, "opencv": cv2.__version__, "follow_links": False}
+    assert manifest["skip_counts"] == {
+        "bad_input": {"missing_image": 1, "missing_panoptic_png": 1, "panoptic_size_mismatch": 1},
+        "rule": {"no_objects": 1}}
     assert sorted((Path(e["item"]).stem, e["flag"]) for e in manifest["flagged"]) == [
         ("000000000005", "polygon_too_few_points"), ("000000000005", "segment_not_in_png")]
     assert manifest["totals"] == {"images": 3, "instances": 4 + 8 + 1, "stuff": 2, "skipped": 4}
@@ -153,7 +156,7 @@ def test_cli_options_change_the_rules(built, tmp_path):
     strict = {Path(s.source).stem: s for s in shards.open_dataset(tmp_path / "strict")}
     a = strict["000000000001"]
     assert [int(o.mask.sum()) for o in a.objects] == [400, 560]  # LVIS 0 (400 px) and the stuff rows 20..39
-    assert main(argv + ["--out", str(tmp_path / "x"), "--max-skip-fraction", "0.1"]) == 1  # 4 of 7 skipped
+    assert main(argv + ["--out", str(tmp_path / "x"), "--max-skip-fraction", "0.1"]) == 1  # 3 of 7 bad inputs
 
 
 def test_rasterize_polygons_rounds_and_skips_short_polygons():

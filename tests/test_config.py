@@ -65,3 +65,10 @@ def test_grid_point_errors_name_point_and_key(tmp_path):
     path.write_text("model: {arch: tiny}\ngrid:\n  clicks.mdoe: [multi]\n")
     with pytest.raises(ConfigError, match="'clicks.mdoe'"):
         expand(path)
+
+
+def test_a_key_given_twice_on_the_command_line_is_refused():
+    with pytest.raises(ConfigError, match="override key 'train.lr' is given more than once"):
+        load_config(None, ["train.lr=0.1", "train.epochs=2", "train.lr=0.2"])
+    with pytest.raises(ConfigError, match=r"the value of 'train.betas' is not valid YAML"):
+        load_config(None, ["train.betas=[0.9, 0.999"])

@@ -292,6 +292,19 @@ def test_missing_shard_and_wrong_count(coco_out: Path, tmp_path: Path) -> None:
         shards.open_dataset(out)
 
 
+def test_verification_names_every_bad_shard(coco_out: Path, tmp_path: Path) -> None:
+    out = tmp_path / "copy"
+    shutil.copytree(coco_out, out)
+    names = [rec["name"] for rec in shards.read_manifest(out)["shards"]]
+    _damage(out / names[0], "truncate")
+    (out / names[2]).unlink()
+    with pytest.raises(shards.ManifestMismatchError) as err:
+        shards.open_dataset(out)
+    msg = str(err.value)
+    assert str(out) in msg and "2 of 4 shard(s)" in msg
+    assert f"{names[0]}: size" in msg and f"{names[2]}: missing" in msg and names[1] not in msg
+
+
 # --- bad input ---------------------------------------------------------------------------------
 
 

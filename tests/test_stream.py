@@ -1,4 +1,7 @@
 """The training stream: every rank (and dataloader worker) reads a disjoint part of the data."""
+import json
+import logging
+import shutil
 import tarfile
 from itertools import islice
 from pathlib import Path
@@ -87,3 +90,63 @@ def test_decoded_cache_leaves_the_stream_unchanged(builtin_dirs, tmp_path, world
         builtin_dirs, tmp_path / "run", **base, **{"data.cache_mb": 0.01}))
     c = [x["key"] for x in islice(TrainStream(tiny, rank, world), n)]
     assert not stream._CACHE.entries and c == [x["key"] for x in a]
+
+
+def _truncated_copy(src: Path, dst: Path, index: int = 1, only: bool = False) -> tuple[str, int]:
+    """Copy a shard set and cut shard ``index`` to half its size (``only``: the manifest lists just
+    that shard); return its path and the manifest's sample count."""
+    shutil.copytree(src, dst)
+    manifest = json.loads((dst / "manifest.json").read_text())
+    rec = manifest["shards"][index]
+    path = dst / rec["name"]
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    if only:
+        manifest["shards"] = [rec]
+        (dst / "manifest.json").write_text(json.dumps(manifest))
+    return str(path.resolve()), rec["samples"]
+
+
+@pytest.mark.parametrize("cache_mb", [0, 64])
+def test_truncated_shard_counts_every_sample_it_did_not_deliver(builtin_dirs, tmp_path, cache_mb):
+    url, promised = _truncated_copy(builtin_dirs["cocolvis-train"], tmp_path / "cut")
+    assert promised == 20
+    stream._CACHE = stream.DecodedCache()
+    for slot, by_sample in [(Slot(0, 1), False), (Slot(0, 7), True), (Slot(1, 7), True), (Slot(6, 7), True),
+                            (Slot(1, 2), True)]:
+        share = len(range(slot.index, promised, slot.count)) if by_sample else promised
+        assert stream.slot_share(promised, slot, by_sample) == share
+        for _ in range(2):  # with cache_mb > 0 the second pass comes from the cache
+            counter = stream._Counter()
+            got = list(stream.slot_samples(url, slot, by_sample, promised, counter, cache_mb))
+            assert counter.skipped == share - len(got), (slot, len(got), counter.skipped)
+            if slot.count == 1:
+                assert 5 <= len(got) <= 15 and counter.skipped >= 5
+
+
+def test_undecodable_sample_is_skipped_with_a_warning(builtin_dirs, tmp_path, caplog):
+    bad = tmp_path / "bad-shards"
+    corrupt_copy(builtin_dirs["cocolvis-train"], bad)
+    url = str((bad / json.loads((bad / "manifest.json").read_text())["shards"][0]["name"]).resolve())
+    counter = stream._Counter()
+    with caplog.at_level(logging.WARNING, logger="clickseg.data.stream"):
+        got = list(stream.slot_samples(url, Slot(0, 1), False, 20, counter, 0))
+    assert len(got) == 19 and counter.skipped == 1
+    assert any(url in r.getMessage() and "00000001" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("rank, world", [(0, 1), (1, 7)])
+def test_stream_batches_report_truncation_exactly(builtin_dirs, tmp_path, monkeypatch, rank, world):
+    """Over whole passes of a one-shard set cut in half, the items' ``skipped`` add up to
+    (this slot's share of the manifest's samples - samples delivered) per pass."""
+    url, promised = _truncated_copy(builtin_dirs["cocolvis-train"], tmp_path / "cut", only=True)
+    slot, by_sample = Slot(rank, world), world > 1
+    delivered = len(list(stream.slot_samples(url, slot, by_sample, promised, stream._Counter(), 0)))
+    missing = stream.slot_share(promised, slot, by_sample) - delivered
+    assert missing >= 1
+    monkeypatch.setattr(TrainStream, "make_item", lambda self, sample, rng: {"id": sample.key})
+    cfg = load_config(REPO / "configs" / "demo.yaml", tiny_overrides(builtin_dirs, tmp_path / "run", **{
+        "data.train": str(tmp_path / "cut"), "data.shuffle_buffer": 1, "data.image_draw": "once_per_pass",
+        "data.cache_mb": 0}))
+    passes = 3
+    items = list(islice(TrainStream(cfg, rank, world), passes * delivered + 1))  # up to the 1st item of pass 4
+    assert sum(x["skipped"] for x in items) == passes * missing

@@ -4,6 +4,11 @@ Every (rank, dataloader worker) pair is a *slot* and reads a disjoint part of
 the data: whole shards when there are at least as many shards as slots,
 otherwise every n-th sample of every shard. A sample that cannot be decoded is
 skipped with a warning naming its shard and key, counted, and training goes on.
+Samples of the slot's share that the manifest promised and a shard did not
+deliver (truncated or damaged tar) are counted as skipped when the shard ends,
+so per pass a shard's skipped count is its share minus the samples delivered.
+Training checks the shards against the manifest before it starts
+(:func:`shards.verify.verify_for_training`); the stream itself does not.
 
 With ``data.cache_mb`` > 0 the decoded samples of whole shards are kept in
 memory (per process, up to that budget), so a small dataset is read from its
@@ -57,15 +62,23 @@ def one_thread_worker(worker_id: int) -> None:
     torch.set_num_threads(1)
 
 
+def slot_share(promised: int, slot: Slot, by_sample: bool) -> int:
+    """How many of a shard's ``promised`` samples the slot reads."""
+    return len(range(slot.index, promised, slot.count)) if by_sample else promised
+
+
 class _Counter:
-    """Counts samples skipped by the tar reader or the decoder."""
+    """Counts skipped samples; as webdataset's handler it logs tar reader errors (the samples
+    they cost are counted when the shard ends short, see :func:`slot_samples`)."""
 
     def __init__(self) -> None:
         self.skipped = 0
 
+    def skip(self, n: int = 1) -> None:
+        self.skipped += n
+
     def __call__(self, exn: Exception) -> bool:
-        self.skipped += 1
-        log.warning("skipping unreadable shard data: %s", exn)
+        log.warning("unreadable shard data: %s", exn)
         return True
 
 
@@ -135,7 +148,7 @@ class _Recorder:
 def decoded_samples(url: str, slot: Slot, by_sample: bool, counter: _Counter, cache_mb: float) -> Iterator[Decoded]:
     """This slot's decoded samples of one shard, in order, from the cache when it holds the shard.
 
-    Unreadable tar data is counted as it is met, on every pass; a sample that does not decode
+    Unreadable tar data is logged as it is met, on every pass; a sample that does not decode
     is yielded as its ShardFormatError for the caller to count.
     """
     key = DecodedCache.key(url, slot, by_sample) if cache_mb > 0 else None
@@ -160,6 +173,35 @@ def decoded_samples(url: str, slot: Slot, by_sample: bool, counter: _Counter, ca
         _CACHE.put(key, shard_pass, cache_mb)
 
 
+def slot_samples(url: str, slot: Slot, by_sample: bool, promised: int, counter: _Counter,
+                 cache_mb: float) -> Iterator[shards.Sample]:
+    """This slot's decodable samples of one shard, with ``promised`` the manifest's sample count.
+
+    A sample that does not decode is skipped with a warning naming shard and key and counted.
+    When the shard is done, the samples of the slot's share that neither decoded nor failed to
+    decode (the shard ended early) are counted as well, so that a pass over the shard counts
+    ``slot_share(promised) - delivered`` (unless damage splits samples into extra ones).
+    """
+    share = slot_share(promised, slot, by_sample)
+    delivered = failed = 0
+    try:
+        for item in decoded_samples(url, slot, by_sample, counter, cache_mb):
+            if isinstance(item, shards.ShardFormatError):
+                log.warning("skipping sample: %s", item)
+                failed += 1
+                counter.skip()
+                continue
+            delivered += 1
+            yield item
+    except FileNotFoundError as e:
+        raise shards.ManifestMismatchError(f"shard {url} listed in the manifest is missing ({e})") from e
+    missing = share - delivered - failed
+    if missing > 0:
+        log.warning("shard %s ended early: %d of the %d samples this slot reads (%d in the shard by the manifest) "
+                    "were not delivered; counted as skipped", url, missing, share, promised)
+        counter.skip(missing)
+
+
 class TrainStream(IterableDataset):
     """Yields dicts with ``image`` (3, T, T) uint8, ``mask`` (1, T, T) float32 (the target; all
     zero for a sample without one), ``clicks`` (P, 3) float32 rows (y, x, label) padded with -1
@@ -175,7 +217,9 @@ class TrainStream(IterableDataset):
     def __init__(self, cfg: Config, rank: int = 0, world_size: int = 1, epoch: int = 0):
         self.cfg = cfg
         self.rank, self.world_size, self.epoch = rank, world_size, epoch
-        self.urls = shards.shard_paths(cfg.data.train)
+        manifest = shards.read_manifest(cfg.data.train)
+        self.urls = shards.shard_paths(cfg.data.train, manifest)
+        self.promised = {url: int(rec["samples"]) for url, rec in zip(self.urls, manifest["shards"])}
 
     def __iter__(self) -> Iterator[dict]:
         slot = current_slot(self.rank, self.world_size)
@@ -187,11 +231,8 @@ class TrainStream(IterableDataset):
         data = self.cfg.data
         while True:
             made_any = False
-            for url in rng.permutation(urls):
-                for sample in decoded_samples(str(url), slot, by_sample, counter, data.cache_mb):
-                    if isinstance(sample, shards.ShardFormatError):
-                        counter(sample)
-                        continue
+            for url in map(str, rng.permutation(urls)):
+                for sample in slot_samples(url, slot, by_sample, self.promised[url], counter, data.cache_mb):
                     copies = int(rng.poisson(1.0)) if data.image_draw == "with_replacement" else 1
                     for _ in range(copies):
                         item = self.make_item(sample, rng)
@@ -207,7 +248,8 @@ class TrainStream(IterableDataset):
                             yield out
             if not made_any:
                 raise RuntimeError(f"a full pass over {len(urls)} shard(s) of {self.cfg.data.train} gave no usable "
-                                   f"training sample ({counter.skipped} skipped as unreadable)")
+                                   f"training sample ({counter.skipped} skipped: undecodable or missing from "
+                                   "their shard)")
 
     def make_item(self, sample: shards.Sample, rng: np.random.Generator) -> dict | None:
         """One training example from a decoded sample (None: no usable augmentation, see targets)."""
