@@ -150,13 +150,21 @@ class TrainState:
 
     status: Status
     epoch: int = 0  # epochs completed
-    step: int = 0
+    step: int = 0  # optimizer steps done
+    total_steps: int = 0  # steps of the whole training (epochs x steps per epoch)
+    steps_per_s: float = 0.0  # recent training speed
     error: str = ""
     host: str = ""
     pid: int = 0
     slurm_job: str = ""
     time: float = 0.0
     rank_param_checksums: list[float] | None = None
+
+    def eta_s(self) -> float | None:
+        """Seconds left at the recorded speed (None before a speed is known)."""
+        if self.status is not Status.RUNNING or self.steps_per_s <= 0 or not self.total_steps:
+            return None
+        return max(0, self.total_steps - self.step) / self.steps_per_s
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainState":

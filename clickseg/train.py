@@ -1,9 +1,11 @@
 """Training: ``accelerate launch -m clickseg.train CONFIG [key=value ...]``.
 
-Reads top to bottom: build data, model and optimizer, resume from the last
-checkpoint if there is one, then for every epoch stream SegNext-recipe samples with simulated
-clicks, optimise the normalized focal loss, log to TensorBoard and write a
-checkpoint.
+:func:`train` reads top to bottom: check the data, lock the run directory, build the model
+and optimizer, resume from the last checkpoint if there is one, then train epoch by epoch
+(:func:`train_epoch`: SegNext-recipe samples with simulated clicks, the normalized focal
+loss) and write a checkpoint after each (:func:`save_checkpoint`, also the only writer of the
+interrupt checkpoint). A stop request (Slurm's warning signal) ends an epoch early; the
+interrupt checkpoint then holds the exact position, and the next start continues there.
 """
 from __future__ import annotations
 
@@ -13,8 +15,11 @@ import os
 import signal
 import socket
 import time
+import sys
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 # Bitwise-reproducible CPU runs: MKL otherwise picks code paths by memory alignment. Read when
 # MKL starts, so it must be set before torch is imported (jobs.tasks also sets it for its launches).
@@ -25,6 +30,7 @@ import torch  # noqa: E402
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
+from tqdm import tqdm
 
 from clickseg import checkpoint, rundir
 from clickseg.config import Config, ConfigError, load_config, save_config, to_dict
@@ -33,11 +39,12 @@ from clickseg.losses import normalized_focal_loss
 from clickseg.model import build_segnext
 from clickseg.model.pretrained import load_mae_weights
 from clickseg.schedule import make_scheduler
-from clickseg.simulate import prepare_prompts
 from clickseg.rundir import Status
+from clickseg.simulate import prepare_prompts
 from clickseg.visualize import click_overlay
 from shards.manifest import MANIFEST_NAME
 from shards.verify import verify_for_training
+
 
 def batch_iou(logits: torch.Tensor, gt: torch.Tensor, thr: float = 0.49) -> float:
     pred = torch.sigmoid(logits) > thr
@@ -155,15 +162,50 @@ def train(cfg: Config) -> None:
             raise
 
 
+@dataclass
+class Position:
+    """Where a training stands: ``batch`` batches of epoch ``epoch`` (0-based) done, ``step``
+    optimizer steps in all. Resuming mid-epoch also needs the RNG states of that moment."""
+
+    epoch: int = 0
+    batch: int = 0
+    step: int = 0
+    rng: dict | None = None  # this process's Python/NumPy/torch RNGs (checkpoint.rng_state)
+    click_rng: list | None = None  # every rank's click-simulation generator state
+
+
+@dataclass
+class Run:
+    """What the steps of one training share."""
+
+    cfg: Config
+    run_dir: Path
+    accelerator: Accelerator
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    steps_per_epoch: int
+    stop: StopRequest
+
+
+@dataclass
+class EpochEnd:
+    """How an epoch ended: where, whether a stop was requested, and its last batch (for images)."""
+
+    position: Position
+    stop_requested: bool
+    loss: float
+    skipped: int
+    seconds: float
+    samples: int
+    last: dict | None = None
+    click_rng: np.random.Generator | None = None
+
+
 def _train(cfg: Config, run_dir: Path, stop: StopRequest) -> None:
-    use_cpu = not torch.cuda.is_available()
-    accelerator = Accelerator(cpu=use_cpu, mixed_precision=cfg.train.mixed_precision,
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.train.mixed_precision,
                               log_with="tensorboard", project_dir=str(run_dir))
-    if use_cpu:  # ranks x threads must not exceed the cores, or every rank slows down
-        local = int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes))
-        threads = os.environ.get("OMP_NUM_THREADS") or (os.cpu_count() or 1) // local
-        torch.set_num_threads(max(1, int(threads)))
-    rank, world = accelerator.process_index, accelerator.num_processes
+    set_cpu_threads(accelerator)
     set_seed(cfg.train.seed)  # same seed everywhere: identical initial weights on all ranks
     with accelerator.main_process_first():  # the main process hashes, the others read its cache
         accelerator.print(verify_for_training(cfg.data.train))
@@ -172,124 +214,195 @@ def _train(cfg: Config, run_dir: Path, stop: StopRequest) -> None:
 
     model = build_segnext(cfg.model.arch, cfg.model.input_size)
     if cfg.model.pretrained:
-        report = load_mae_weights(model, cfg.model.pretrained, antialias=cfg.model.pos_embed_antialias)
-        accelerator.print(report)
+        accelerator.print(load_mae_weights(model, cfg.model.pretrained, antialias=cfg.model.pos_embed_antialias))
     optimizer = make_optimizer(model, cfg)
-    steps_per_epoch = cfg.train.samples_per_epoch // (cfg.train.batch_size * world)
+    steps_per_epoch = cfg.train.samples_per_epoch // (cfg.train.batch_size * accelerator.num_processes)
     scheduler = make_scheduler(optimizer, steps_per_epoch, cfg.train)
-
-    start_epoch, step, resume_batch, ckpt = 0, 0, 0, None
-    resume_from = checkpoint.resume_path(run_dir)
-    if resume_from is not None:
-        ckpt = checkpoint.load(resume_from)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        start_epoch, step = ckpt["epoch"], ckpt["step"]
-        resume_batch = ckpt.get("batch_in_epoch", 0)
-        checkpoint.set_rng_state(ckpt["rng"])
-        accelerator.print(f"resuming {run_dir} from {resume_from.name}: epoch {start_epoch}, "
-                          f"batch {resume_batch}, step {step}")
-
+    position = resume(run_dir, model, optimizer, scheduler, accelerator)
     model, optimizer = accelerator.prepare(model, optimizer)
+    run = Run(cfg, run_dir, accelerator, model, optimizer, scheduler, steps_per_epoch, stop)
     accelerator.init_trackers("tb", config={"name": cfg.name})
-    writer = accelerator.get_tracker("tensorboard", unwrap=True) if accelerator.is_main_process else None
-    rundir.write_state(run_dir, Status.RUNNING, start_epoch, step) if accelerator.is_main_process else None
+    progress = Progress(run, position)
 
-    for epoch in range(start_epoch, cfg.train.epochs):
-        stream = TrainStream(cfg, rank, world, epoch)
-        loader = DataLoader(stream, batch_size=cfg.train.batch_size, num_workers=cfg.data.num_workers,
-                            worker_init_fn=one_thread_worker, pin_memory=torch.cuda.is_available())
-        rng = np.random.default_rng([cfg.train.seed, epoch, rank, 1])
-        model.train()
-        skipped, t0, seen = 0, time.time(), 0
-        batches = zip(loader, range(steps_per_epoch))
-        if epoch == start_epoch and resume_batch:
-            # Mid-epoch resume: replay the stream up to the interrupted batch (the data
-            # position), then restore every RNG as it was at that step.
-            for _ in zip(range(resume_batch), batches):
-                pass
-            rng.bit_generator.state = ckpt["click_rng"][rank]
-            checkpoint.set_rng_state(ckpt["rng"])
-        stopped = True
-        for batch_index, (batch, _) in enumerate(batches, start=resume_batch if epoch == start_epoch else 0):
-            images = batch["image"].to(accelerator.device).float() / 255.0
-            gt = batch["mask"].to(accelerator.device)
-            skipped += int(batch["skipped"].sum())
-            clicks, prev = prepare_prompts(accelerator.unwrap_model(model), images, gt, batch["clicks"],
-                                           cfg.clicks, rng)
-            with accelerator.autocast():
-                logits = model(images, clicks, prev)
-                loss = normalized_focal_loss(logits.float(), gt).mean()
-            accelerator.backward(loss)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            seen += images.shape[0] * world
-            if step % cfg.train.log_every == 0:
-                accelerator.log({"train/loss": loss.item(), "train/lr": optimizer.param_groups[0]["lr"],
-                                 "train/iou": batch_iou(logits.detach(), gt),
-                                 "train/samples_per_s": seen / (time.time() - t0)}, step=step)
-            # On the epoch's last batch the epoch checkpoint follows at once; stop after it instead.
-            if batch_index + 1 < steps_per_epoch and stop.agreed(accelerator):
-                save_interrupt(accelerator, model, optimizer, scheduler, cfg, epoch, batch_index + 1, step, rng)
-                accelerator.print(f"stop requested: interrupt checkpoint at epoch {epoch}, "
-                                  f"batch {batch_index + 1}, step {step}")
-                break
-        else:
-            stopped = False
-        if stopped:
+    while position.epoch < cfg.train.epochs:
+        end = train_epoch(run, position, progress)
+        position = end.position
+        if position.batch:  # stopped inside the epoch
+            save_checkpoint(run, position, end.click_rng)
             break
-        skipped_all = int(accelerator.reduce(torch.tensor(skipped, device=accelerator.device), "sum"))
-        accelerator.log({"train/skipped_samples": skipped_all, "train/epoch_seconds": time.time() - t0}, step=step)
-        if writer is not None and cfg.train.num_vis:
-            k = min(cfg.train.num_vis, images.shape[0])
-            probs = torch.sigmoid(logits.detach()[:k].float())
-            writer.add_images("train/samples", click_overlay(images[:k], gt[:k], probs, clicks[:k]), epoch + 1)
-        if accelerator.is_main_process:
-            checkpoint.atomic_save(checkpoint.contents(accelerator.unwrap_model(model), optimizer, scheduler, cfg,
-                                                       epoch + 1, step), rundir.checkpoint_path(run_dir, epoch + 1))
-            rundir.interrupt_path(run_dir).unlink(missing_ok=True)
-            rundir.write_state(run_dir, Status.RUNNING, epoch + 1, step)
-            accelerator.print(f"epoch {epoch + 1}/{cfg.train.epochs}: loss {loss.item():.4f}, "
-                              f"{seen / (time.time() - t0):.1f} samples/s, skipped {skipped_all}")
-        accelerator.wait_for_everyone()
-        if epoch + 1 < cfg.train.epochs and stop.agreed(accelerator):
+        log_epoch(run, end)
+        save_checkpoint(run, position)
+        if end.stop_requested and position.epoch < cfg.train.epochs:
+            accelerator.print(f"stop requested: stopped after the checkpoint of epoch {position.epoch}")
             if accelerator.is_main_process:
-                rundir.write_state(run_dir, Status.INTERRUPTED, epoch + 1, step)
-            accelerator.print(f"stop requested: stopping after the checkpoint of epoch {epoch + 1}")
-            stopped = True
+                rundir.write_state(run_dir, Status.INTERRUPTED, position.epoch, position.step)
             break
-    else:
-        stopped = False
-
-    if not stopped:
+    progress.close()
+    if position.epoch >= cfg.train.epochs:
         checksums = accelerator.gather(parameter_checksum(model).to(accelerator.device)).tolist()
         if accelerator.is_main_process:
             # One checksum per rank: DDP keeps them identical; a difference means the ranks diverged.
-            rundir.write_state(run_dir, Status.DONE, cfg.train.epochs, step, rank_param_checksums=checksums)
+            rundir.write_state(run_dir, Status.DONE, cfg.train.epochs, position.step, rank_param_checksums=checksums)
     accelerator.end_training()
     # Free DDP objects before the process group goes away (avoids a gloo teardown abort).
-    del model, optimizer
+    del model, optimizer, run, progress
     accelerator.free_memory()
 
 
-def save_interrupt(accelerator: Accelerator, model, optimizer, scheduler, cfg: Config, epoch: int,
-                   batch_in_epoch: int, step: int, rng: np.random.Generator) -> None:
-    """The exact training state after ``batch_in_epoch`` batches of ``epoch`` (0-based)."""
-    click_rng = [None] * accelerator.num_processes
-    if accelerator.num_processes > 1:
-        torch.distributed.all_gather_object(click_rng, rng.bit_generator.state)
-    else:
-        click_rng = [rng.bit_generator.state]
+def set_cpu_threads(accelerator: Accelerator) -> None:
+    """On CPU, ranks x threads must not exceed the cores, or every rank slows down."""
+    if accelerator.device.type == "cpu":
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes))
+        threads = os.environ.get("OMP_NUM_THREADS") or (os.cpu_count() or 1) // local
+        torch.set_num_threads(max(1, int(threads)))
+
+
+def resume(run_dir: Path, model, optimizer, scheduler, accelerator: Accelerator) -> Position:
+    """Load the last checkpoint of the run, if any, into the model, optimizer and scheduler and
+    this process's RNGs; return where it stands."""
+    path = checkpoint.resume_path(run_dir)
+    if path is None:
+        return Position()
+    ckpt = checkpoint.load(path)
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    checkpoint.set_rng_state(ckpt["rng"])
+    position = Position(ckpt["epoch"], ckpt.get("batch_in_epoch", 0), ckpt["step"], ckpt["rng"], ckpt.get("click_rng"))
+    accelerator.print(f"resuming {run_dir} from {path.name}: epoch {position.epoch}, "
+                      f"batch {position.batch}, step {position.step}")
+    return position
+
+
+def train_epoch(run: Run, start: Position, progress: "Progress") -> EpochEnd:
+    """Train epoch ``start.epoch`` from batch ``start.batch``, until its end or a stop request."""
+    cfg, accelerator, model = run.cfg, run.accelerator, run.model
+    rank, world = accelerator.process_index, accelerator.num_processes
+    loader = DataLoader(TrainStream(cfg, rank, world, start.epoch), batch_size=cfg.train.batch_size,
+                        num_workers=cfg.data.num_workers, worker_init_fn=one_thread_worker,
+                        pin_memory=torch.cuda.is_available())
+    rng = np.random.default_rng([cfg.train.seed, start.epoch, rank, 1])
+    model.train()
+    batches = zip(loader, range(run.steps_per_epoch))
+    if start.batch:
+        # Mid-epoch resume: replay the stream up to the interrupted batch (the data position),
+        # then restore every RNG as it was at that step.
+        for _ in zip(range(start.batch), batches):
+            pass
+        rng.bit_generator.state = start.click_rng[rank]
+        checkpoint.set_rng_state(start.rng)
+    progress.start_epoch(start)
+    step, skipped, samples, t0 = start.step, 0, 0, time.time()
+    for batch_index, (batch, _) in enumerate(batches, start=start.batch):
+        images = batch["image"].to(accelerator.device).float() / 255.0
+        gt = batch["mask"].to(accelerator.device)
+        skipped += int(batch["skipped"].sum())
+        clicks, prev = prepare_prompts(accelerator.unwrap_model(model), images, gt, batch["clicks"], cfg.clicks, rng)
+        with accelerator.autocast():
+            logits = model(images, clicks, prev)
+            loss = normalized_focal_loss(logits.float(), gt).mean()
+        accelerator.backward(loss)
+        run.optimizer.step()
+        run.scheduler.step()
+        run.optimizer.zero_grad(set_to_none=True)
+        step += 1
+        samples += images.shape[0] * world
+        if step % cfg.train.log_every == 0:
+            accelerator.log({"train/loss": loss.item(), "train/lr": run.optimizer.param_groups[0]["lr"],
+                             "train/iou": batch_iou(logits.detach(), gt),
+                             "train/samples_per_s": samples / (time.time() - t0)}, step=step)
+        progress.update(step)
+        stop = run.stop.agreed(accelerator)  # every rank asks after every step: all stop at the same one
+        if stop and batch_index + 1 < run.steps_per_epoch:
+            return EpochEnd(Position(start.epoch, batch_index + 1, step), True, loss.item(), skipped,
+                            time.time() - t0, samples, click_rng=rng)
+    last = {"images": images, "gt": gt, "logits": logits.detach(), "clicks": clicks}
+    return EpochEnd(Position(start.epoch + 1, 0, step), stop, loss.item(), skipped, time.time() - t0, samples, last)
+
+
+def log_epoch(run: Run, end: EpochEnd) -> None:
+    """The epoch's skipped-sample count (all ranks), time and sample images to TensorBoard."""
+    accelerator, epoch = run.accelerator, end.position.epoch
+    skipped = int(accelerator.reduce(torch.tensor(end.skipped, device=accelerator.device), "sum"))
+    accelerator.log({"train/skipped_samples": skipped, "train/epoch_seconds": end.seconds}, step=end.position.step)
+    if accelerator.is_main_process and run.cfg.train.num_vis:
+        writer = accelerator.get_tracker("tensorboard", unwrap=True)
+        last, k = end.last, min(run.cfg.train.num_vis, end.last["images"].shape[0])
+        probs = torch.sigmoid(last["logits"][:k].float())
+        writer.add_images("train/samples", click_overlay(last["images"][:k], last["gt"][:k], probs,
+                                                         last["clicks"][:k]), epoch)
+    accelerator.print(f"epoch {epoch}/{run.cfg.train.epochs}: loss {end.loss:.4f}, "
+                      f"{end.samples / max(end.seconds, 1e-9):.1f} samples/s, skipped {skipped}")
+
+
+def save_checkpoint(run: Run, position: Position, click_rng: np.random.Generator | None = None) -> None:
+    """The one writer of checkpoints and of the state that goes with them: at an epoch's end
+    (``position.batch == 0``) ``epoch_NNNN.pt`` with the run still running; inside an epoch the
+    interrupt checkpoint with every rank's click generator, the run interrupted."""
+    accelerator, run_dir = run.accelerator, run.run_dir
+    extra = {}
+    if position.batch:
+        states = [None] * accelerator.num_processes
+        if accelerator.num_processes > 1:
+            torch.distributed.all_gather_object(states, click_rng.bit_generator.state)
+        else:
+            states = [click_rng.bit_generator.state]
+        extra = {"batch_in_epoch": position.batch, "click_rng": states}
     if accelerator.is_main_process:
-        run_dir = Path(cfg.run_dir)
-        state = checkpoint.contents(accelerator.unwrap_model(model), optimizer, scheduler, cfg, epoch, step,
-                                    batch_in_epoch=batch_in_epoch, click_rng=click_rng)
-        checkpoint.atomic_save(state, rundir.interrupt_path(run_dir))
-        rundir.write_state(run_dir, Status.INTERRUPTED, epoch, step)
+        contents = checkpoint.contents(accelerator.unwrap_model(run.model), run.optimizer, run.scheduler, run.cfg,
+                                       position.epoch, position.step, **extra)
+        if position.batch:
+            checkpoint.atomic_save(contents, rundir.interrupt_path(run_dir))
+            rundir.write_state(run_dir, Status.INTERRUPTED, position.epoch, position.step)
+            accelerator.print(f"stop requested: interrupt checkpoint at epoch {position.epoch}, "
+                              f"batch {position.batch}, step {position.step}")
+        else:
+            checkpoint.atomic_save(contents, rundir.checkpoint_path(run_dir, position.epoch))
+            rundir.interrupt_path(run_dir).unlink(missing_ok=True)
+            rundir.write_state(run_dir, Status.RUNNING, position.epoch, position.step,
+                               total_steps=run.cfg.train.epochs * run.steps_per_epoch)
     accelerator.wait_for_everyone()
+
+
+class Progress:
+    """The main process's view of the run while it trains: a progress bar per epoch in the
+    log (plain periodic lines when the log is a file) and, every ``every_s`` seconds, the
+    step and speed in ``train_state.json`` (what ``launch.py status --watch`` shows)."""
+
+    def __init__(self, run: Run, start: Position, every_s: float = 10.0) -> None:
+        self.run, self.every_s = run, every_s
+        self.total_steps = run.cfg.train.epochs * run.steps_per_epoch
+        self.active = run.accelerator.is_main_process
+        self.bar = None
+        self.mark = (time.time(), start.step)
+        self.epoch = start.epoch
+        if self.active:
+            rundir.write_state(run.run_dir, Status.RUNNING, start.epoch, start.step, total_steps=self.total_steps)
+
+    def start_epoch(self, start: Position) -> None:
+        self.close()
+        self.epoch = start.epoch
+        if self.active:
+            tty = sys.stderr.isatty()
+            self.bar = tqdm(total=self.run.steps_per_epoch, initial=start.batch, unit="step", ascii=not tty,
+                            desc=f"epoch {start.epoch + 1}/{self.run.cfg.train.epochs}", file=sys.stderr,
+                            mininterval=0.5 if tty else 30.0, dynamic_ncols=tty)
+
+    def update(self, step: int) -> None:
+        if not self.active:
+            return
+        self.bar.update(1)
+        now = time.time()
+        if now - self.mark[0] >= self.every_s:
+            speed = (step - self.mark[1]) / (now - self.mark[0])
+            rundir.write_state(self.run.run_dir, Status.RUNNING, self.epoch, step, total_steps=self.total_steps,
+                               steps_per_s=round(speed, 4))
+            self.mark = (now, step)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -14,6 +14,7 @@ import torch
 from builtin_data import corrupt_copy, tiny_overrides
 from clickseg import checkpoint, rundir
 from clickseg.config import load_config
+from clickseg.rundir import Status
 from clickseg.train import train
 from jobs.tasks import accelerate_command
 
@@ -192,3 +193,27 @@ def test_corrupt_samples_are_skipped_counted_and_training_goes_on(builtin_dirs, 
     assert len(events.Scalars("train/loss")) == 10
     assert {"train/lr", "train/iou"} <= set(events.Tags()["scalars"])
     assert "train/samples" in events.Tags()["images"]
+
+
+def test_training_shows_progress_in_its_log_and_state(builtin_dirs, tmp_path, monkeypatch, capfd):
+    """A progress bar per epoch in the log, and the step and speed in train_state.json while it runs."""
+    import clickseg.train as train_module
+
+    states = []
+    real_write = rundir.write_state
+
+    def record(run_dir, status, epoch, step=0, **extra):
+        states.append((status, epoch, step, extra.get("total_steps"), extra.get("steps_per_s")))
+        return real_write(run_dir, status, epoch, step, **extra)
+
+    monkeypatch.setattr(rundir, "write_state", record)
+    monkeypatch.setattr(train_module.Progress.__init__, "__defaults__", (0.0,))  # a state write every step
+    train(load_config(None, tiny_overrides(builtin_dirs, tmp_path / "run")))  # 2 epochs of 4 steps
+    err = capfd.readouterr().err
+    assert "epoch 1/2" in err and "epoch 2/2" in err and "4/4" in err
+    running = [s for s in states if s[0] is Status.RUNNING and s[4] is not None]
+    assert [s[2] for s in running] == list(range(1, 9))  # every step, with its speed
+    assert all(s[3] == 8 and s[4] > 0 for s in running)
+    assert states[-1][:3] == (Status.DONE, 2, 8)
+    final = rundir.read_state(tmp_path / "run")
+    assert final.status is Status.DONE and final.eta_s() is None
