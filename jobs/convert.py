@@ -15,7 +15,7 @@ from pathlib import Path
 
 from clickseg.config import ConfigError, load_config
 from jobs.executor import make_executor
-from shards.writer import ConversionError
+from shards.converter import ConversionError
 
 
 def shard_task(argv: list[str], index: int | None) -> int:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 if TYPE_CHECKING:
-    from .writer import Converter
+    from .converter import Converter
 
 __all__ = ["main"]
 
@@ -105,7 +105,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"and {args.eval_images} davis images to {args.out / 'davis'}")
         return 0
 
-    from .writer import ConversionError, convert
+    from .converter import ConversionError
+    from .writer import convert
 
     try:
         converter = _converter(args)

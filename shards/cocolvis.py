@@ -22,7 +22,7 @@ import numpy as np
 
 from . import safe_pickle
 from .format import pack_layers
-from .writer import ConversionError, Converter, SkipItem, SourceSample, links_outside, load_image
+from .converter import ConversionError, Converter, SkipItem, SourceSample, links_outside, load_image
 
 __all__ = ["CocoLvisConverter"]
 

@@ -41,8 +41,9 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
+from .checksum import sha256_file
+from .converter import ConversionError, Converter, SkipItem, SourceSample, load_image
 from .format import pack_masks
-from .writer import ConversionError, Converter, SkipItem, SourceSample, load_image, sha256_file
 
 __all__ = ["BuildOptions", "CocoLvisBuildConverter", "build_objects", "check_opencv", "containment_hierarchy",
            "rasterize_polygons"]

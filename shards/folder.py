@@ -22,7 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .writer import Converter, SkipItem, SourceSample, load_image
+from .converter import Converter, SkipItem, SourceSample, load_image
 
 __all__ = ["FolderConverter", "HQSeg44kConverter", "HQSEG44K_SUBSETS", "davis_converter"]
 

@@ -18,19 +18,17 @@ and three members:
     "flags": [...]}``. Object ``id``'s pixels are ``layers[layer] == value``;
     ``parent``/``children`` only reference ids present in ``objects``.
 
-:func:`decode_sample` turns the raw dict webdataset yields (or :func:`iter_shard`
-yields) into a :class:`Sample`.
+:func:`decode_sample` turns a raw sample (the dict
+:func:`shards.tar_reader.iter_shard` yields) into a :class:`Sample`.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import os
-import tarfile
 import zipfile
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
@@ -42,7 +40,6 @@ __all__ = [
     "ShardFormatError",
     "decode_sample",
     "encode_sample",
-    "iter_shard",
     "pack_layers",
     "pack_masks",
     "sample_key",
@@ -242,33 +239,3 @@ def decode_sample(raw: dict[str, Any], object_masks: bool = True) -> Sample:
         raise ShardFormatError(f"{where}: bad object entry in meta.json ({e!r})") from e
     return Sample(key=key, source=str(meta.get("source", "")), image=image, objects=objects,
                   flags=list(meta.get("flags", [])), layers=layers)
-
-
-def iter_shard(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
-    """Yield raw samples of one tar, grouped like webdataset (key = basename up to its first dot).
-
-    The tar is closed when the iterator finishes or is closed/garbage-collected.
-    Tar damage raises :class:`ShardFormatError` naming the shard.
-    """
-    url = os.fspath(path)
-    current: dict[str, Any] | None = None
-    try:
-        with tarfile.open(url, "r:") as tar:
-            for info in tar:
-                if not info.isfile():
-                    continue
-                dirname, base = os.path.split(info.name)
-                prefix, _, suffix = base.partition(".")
-                key = f"{dirname}/{prefix}" if dirname else prefix
-                f = tar.extractfile(info)
-                data = f.read() if f is not None else b""
-                if current is not None and current["__key__"] != key:
-                    yield current
-                    current = None
-                if current is None:
-                    current = {"__key__": key, "__url__": url}
-                current[suffix] = data
-            if current is not None:
-                yield current
-    except (tarfile.TarError, EOFError, OSError) as e:
-        raise ShardFormatError(f"shard {url}: damaged tar ({type(e).__name__}: {e})") from e

@@ -12,7 +12,12 @@ Manifest layout (``version`` 1)::
                  "totals": {"images", "instances", "stuff"},
                  "skipped": [...], "flagged": [...]}],
      "totals": {"images", "instances", "stuff", "skipped"},
-     "skipped": [{"item", "reason", "detail"}], "flagged": [{"item", "flag"}]}
+     "skipped": [{"item", "reason", "detail", "kind"}], "flagged": [{"item", "flag"}],
+     "skip_counts": {"bad_input": {reason: n}, "rule": {reason: n}}}
+
+A skip's ``kind`` is ``bad_input`` (unreadable, corrupt, a link out of the
+source root) or ``rule`` (the dataset's rules leave nothing, e.g. no objects);
+only bad inputs count toward a conversion's ``max_skip_fraction``.
 
 Shards are listed in source order; reading them in that order yields samples
 in source order. The sha256 and per-shard sample counts are the only way to
@@ -26,12 +31,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tarfile
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from .format import Sample, decode_sample, iter_shard
-from .writer import Converter, sha256_file
+from .checksum import sha256_file
+from .converter import Converter
+from .format import Sample, ShardFormatError, decode_sample
+from .tar_reader import count_samples, iter_shard
 
 __all__ = [
     "MANIFEST_NAME",
@@ -131,15 +137,6 @@ def shard_paths(directory: str | os.PathLike[str], manifest: dict[str, Any] | No
     return [str(base / rec["name"]) for rec in manifest["shards"]]
 
 
-def _count_samples(path: Path) -> int:
-    keys = set()
-    with tarfile.open(path, "r:") as tar:
-        for info in tar:
-            if info.isfile():
-                keys.add(info.name.rsplit("/", 1)[-1].split(".", 1)[0])
-    return len(keys)
-
-
 def check_shard_files(
     directory: str | os.PathLike[str], manifest: dict[str, Any], sha256: Callable[[Path], str] = sha256_file
 ) -> dict[str, str]:
@@ -193,8 +190,8 @@ def verify_shards(directory: str | os.PathLike[str], manifest: dict[str, Any] | 
             continue
         path = Path(directory) / rec["name"]
         try:
-            count = _count_samples(path)
-        except (tarfile.TarError, EOFError, OSError) as e:
+            count = count_samples(path)
+        except (ShardFormatError, OSError) as e:
             problems[rec["name"]] = f"unreadable tar ({e})"
             continue
         if count != rec["samples"]:
@@ -207,8 +204,9 @@ class ShardDataset:
     """The samples of a shard directory in source order; iterable any number of times.
 
     Each iteration opens one shard at a time and closes it when the shard is
-    done or the iterator is closed/garbage-collected. A shard that ends early
-    raises :class:`ManifestMismatchError` even without ``verify``.
+    done or the iterator is closed/garbage-collected. A shard that is missing or
+    ends early raises :class:`ManifestMismatchError` even without ``verify``;
+    damaged tar data or a sample that does not decode raises :class:`ShardFormatError`.
     """
 
     def __init__(self, directory: str | os.PathLike[str], verify: bool = True) -> None:
@@ -224,10 +222,13 @@ class ShardDataset:
         for rec in self.manifest["shards"]:
             path = self.directory / rec["name"]
             count = 0
-            with contextlib.closing(iter_shard(path)) as raws:
-                for raw in raws:
-                    count += 1
-                    yield decode_sample(raw)
+            try:
+                with contextlib.closing(iter_shard(path)) as raws:
+                    for raw in raws:
+                        count += 1
+                        yield decode_sample(raw)
+            except FileNotFoundError as e:
+                raise ManifestMismatchError(f"shard {path} listed in the manifest is missing ({e})") from e
             if count != rec["samples"]:
                 raise ManifestMismatchError(f"shard {path}: ended after {count} samples, the manifest says {rec['samples']}")
 

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .checksum import sha256_file
 from .manifest import ManifestMismatchError, check_shard_files, mismatch_error, read_manifest
-from .writer import sha256_file
 
 __all__ = ["CACHE_ENV", "CACHE_FILE", "HashCache", "ShardSetCheck", "default_cache_path", "verify_for_training"]
 

@@ -1,27 +1,19 @@
 """Conversion of a source dataset into shards, one independent work item per shard.
 
-A :class:`Converter` lists source items in a deterministic (sorted) order and
-loads one item at a time. :func:`work_items` splits the listing into chunks of
-``samples_per_shard``; :func:`convert_shard` turns one chunk into one tar and
-returns its record; :func:`convert` runs all chunks (in a process pool or
-in-process) and writes ``manifest.json``. The work items are picklable and
-self-contained, so a job array can run :func:`convert_shard` per task and
-finish with :func:`shards.manifest.build_manifest`.
+A :class:`~shards.converter.Converter` lists and loads the source items (the
+contract, skip reasons and link rules are in :mod:`shards.converter`).
+:func:`work_items` splits the listing into chunks of ``samples_per_shard``;
+:func:`convert_shard` turns one chunk into one tar and returns its record;
+:func:`convert` runs all chunks (in a process pool or in-process) and writes
+``manifest.json``. The work items are picklable and self-contained, so a job
+array can run :func:`convert_shard` per task and finish with
+:func:`shards.manifest.build_manifest`.
 
-Bad input never stops a conversion: an unusable item is skipped with a reason
-(``missing_image``, ``missing_mask``, ``corrupt_image``, ``corrupt_mask``,
-``size_mismatch``, ``unsafe_pickle``, ``bad_pickle``, ``bad_annotation``,
-``outside_root``, ``unexpected_error``), and a usable item with problems is kept and flagged
-(``no_objects``, ``only_stuff``, ``empty_object`` (that object is dropped),
-``reencoded_png``). Each skip has a kind: ``bad_input`` (the reasons above) or
-``rule`` (the dataset's own rules leave nothing, e.g. cocolvis-build's
-``no_objects``). Only bad inputs count toward ``max_skip_fraction``; the
-manifest's ``skip_counts`` holds ``{kind: {reason: count}}``.
-
-Source links: an item whose files resolve outside every folder of
-:meth:`Converter.source_roots` is skipped unread (``outside_root``, the detail
+Skipped items are recorded with their reason and kind; only ``bad_input``
+skips count toward ``max_skip_fraction``; the manifest's ``skip_counts`` holds
+``{kind: {reason: count}}``. An item whose files resolve outside the
+converter's source roots is skipped unread as ``outside_root`` (the detail
 names each link and its target) unless the converter's ``follow_links`` is set.
-The layout's folders themselves may be links.
 
 Reruns resume: next to each finished shard :func:`convert_shard` writes
 ``.records/<shard>.json`` (its record plus a fingerprint of the work item: the
@@ -34,118 +26,31 @@ finished by running the same command again.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import multiprocessing
 import os
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-import cv2
-import numpy as np
 import webdataset as wds
 
+from .checksum import sha256_file
+from .converter import SKIP_KINDS, ConversionError, Converter, SkipItem, links_outside, resolved_roots
 from .format import encode_sample
+from .manifest import build_manifest, write_manifest
 
 __all__ = [
-    "SKIP_KINDS",
-    "ConversionError",
-    "Converter",
-    "SkipItem",
-    "SourceSample",
     "WorkItem",
     "convert",
     "convert_shard",
     "finished_record",
-    "links_outside",
-    "load_image",
-    "sha256_file",
     "skip_counts",
     "skip_kind",
     "work_items",
 ]
-
-
-class ConversionError(RuntimeError):
-    """The conversion finished but skipped too many items (or found none)."""
-
-
-SKIP_KINDS = ("bad_input", "rule")  # unusable input / left out by the dataset's rules
-
-
-class SkipItem(Exception):
-    """Raised by :meth:`Converter.load` for an item that cannot become a sample.
-
-    ``kind`` is ``"bad_input"`` (counts toward ``max_skip_fraction``) or ``"rule"``.
-    """
-
-    def __init__(self, reason: str, detail: str = "", counts: dict[str, int] | None = None,
-                 kind: str = "bad_input") -> None:
-        if kind not in SKIP_KINDS:
-            raise ValueError(f"skip kind {kind!r} is not one of {SKIP_KINDS}")
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-        self.detail = detail
-        self.counts = counts or {}  # per-rule counts of the item, still reported (see SourceSample.counts)
-        self.kind = kind
-
-
-@dataclass
-class SourceSample:
-    """What a converter produces for one usable source item (see :func:`encode_sample`)."""
-
-    image_bytes: bytes
-    ext: str
-    layers: np.ndarray  # (L, H, W) integer
-    objects: list[dict[str, Any]]
-    source: str
-    flags: list[str] = field(default_factory=list)
-    counts: dict[str, int] = field(default_factory=dict)  # per-rule counts a converter reports (summed per shard)
-
-
-class Converter:
-    """Base class of the source readers. Instances travel to worker processes, so keep them small."""
-
-    format: str = ""
-    split: str = ""
-    root: Path
-    checksum_sources: bool = False  # True: manifest lists sha256 of every source file
-    follow_links: bool = False  # True: also read files that resolve outside source_roots()
-
-    def list_items(self) -> list[Any]:
-        """All source items in deterministic order; each item must be picklable."""
-        raise NotImplementedError
-
-    def item_name(self, item: Any) -> str:
-        """Path of the item relative to ``root`` (used in reports and ``meta.json``)."""
-        raise NotImplementedError
-
-    def item_files(self, item: Any) -> list[Path]:
-        """Source files the item reads (for the manifest's source summary)."""
-        raise NotImplementedError
-
-    def load(self, item: Any) -> SourceSample:
-        """Read one item; raise :class:`SkipItem` when it cannot be used."""
-        raise NotImplementedError
-
-    def extra_files(self) -> list[Path]:
-        """Source files shared by all items (e.g. an annotation index)."""
-        return []
-
-    def source_roots(self) -> list[Path]:
-        """Folders that item files must resolve into unless ``follow_links`` (default: ``root``)."""
-        return [self.root]
-
-    def summarize(self, records: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        """Extra top-level manifest entries computed from the shard records (their ``extra`` parts)."""
-        return {}
-
-    def options(self) -> dict[str, Any]:
-        """Settings that change the output (part of each shard's fingerprint and of the manifest)."""
-        return {"follow_links": bool(self.follow_links)}
 
 
 @dataclass
@@ -159,55 +64,6 @@ class WorkItem:
     items: list[Any]
 
 
-def _sniff(data: bytes) -> str | None:
-    if data[:3] == b"\xff\xd8\xff":
-        return "jpg"
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        return "png"
-    return None
-
-
-def _jpeg_complete(data: bytes) -> bool:
-    """False for a truncated JPEG (older OpenCV versions decode those with a grey tail)."""
-    if data.rstrip(b"\x00\r\n")[-2:] == b"\xff\xd9":
-        return True
-    from PIL import Image  # only for files without an end marker, which may still be valid
-
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()
-        return True
-    except Exception:
-        return False
-
-
-def load_image(path: Path) -> tuple[bytes, str, tuple[int, int], list[str]]:
-    """Read and check an image file: ``(bytes, "jpg"|"png", (H, W), flags)``.
-
-    The size is the one readers see (``cv2.imdecode`` with ``IMREAD_COLOR``).
-    Raises :class:`SkipItem` ``missing_image`` / ``corrupt_image``.
-    """
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise SkipItem("missing_image", str(path)) from None
-    except OSError as e:
-        raise SkipItem("corrupt_image", f"unreadable: {e}") from None
-    try:
-        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    except cv2.error:
-        bgr = None
-    kind = _sniff(data)
-    if bgr is None or (kind == "jpg" and not _jpeg_complete(data)):
-        raise SkipItem("corrupt_image", "does not decode")
-    flags = []
-    if kind is None:
-        data = cv2.imencode(".png", bgr)[1].tobytes()
-        kind = "png"
-        flags.append("reencoded_png")
-    return data, kind, (int(bgr.shape[0]), int(bgr.shape[1])), flags
-
-
 def work_items(converter: Converter, out_dir: str | os.PathLike[str], samples_per_shard: int = 1000) -> list[WorkItem]:
     """Split the converter's listing into shards named ``<format>-<split>-<k:06d>.tar``."""
     if samples_per_shard < 1:
@@ -218,30 +74,6 @@ def work_items(converter: Converter, out_dir: str | os.PathLike[str], samples_pe
         WorkItem(converter, os.fspath(out_dir), f"{prefix}-{k:06d}.tar", start, items[start : start + samples_per_shard])
         for k, start in enumerate(range(0, len(items), samples_per_shard))
     ]
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _resolved_roots(converter: Converter) -> list[Path]:
-    return [Path(os.path.realpath(r)) for r in converter.source_roots()]
-
-
-def links_outside(converter: Converter, files: Sequence[Path], roots: Sequence[Path] | None = None
-                  ) -> list[tuple[Path, Path]]:
-    """``(file, resolved target)`` of each file that resolves outside every source root."""
-    roots = _resolved_roots(converter) if roots is None else roots
-    out = []
-    for path in files:
-        target = Path(os.path.realpath(path))
-        if not any(target.is_relative_to(r) for r in roots):
-            out.append((Path(path), target))
-    return out
 
 
 def _account_sources(converter: Converter, files: Sequence[Path], source: dict[str, Any]) -> None:
@@ -263,7 +95,7 @@ RECORDS_DIR = ".records"
 def fingerprint(work: WorkItem) -> str:
     """sha256 over what determines a shard's content (never the absolute root)."""
     conv = work.converter
-    roots = _resolved_roots(conv)
+    roots = resolved_roots(conv)
     h = hashlib.sha256()
     h.update(json.dumps([conv.format, conv.split, work.name, work.start, conv.options()], sort_keys=True, default=str).encode())
     for item in work.items:
@@ -324,7 +156,7 @@ def convert_shard(work: WorkItem) -> dict[str, Any]:
     flagged: list[dict[str, str]] = []
     source: dict[str, Any] = {"files": 0, "bytes": 0, "sha256": {}}
     counts: Counter[str] = Counter()
-    roots = _resolved_roots(conv)
+    roots = resolved_roots(conv)
     try:
         with open(tmp, "wb") as fh:
             with wds.TarWriter(fh, encoder=False, mtime=0) as tar:
@@ -444,8 +276,6 @@ def convert(
     without ``only`` then writes the manifest.
     """
     from tqdm import tqdm
-
-    from .manifest import build_manifest, write_manifest
 
     work = work_items(converter, out_dir, samples_per_shard)
     n_items = sum(len(w.items) for w in work)

@@ -13,11 +13,13 @@ import numpy as np
 import pytest
 
 import shards
+from shards.checksum import sha256_file
 from shards.cli import main
 from shards.cocolvis_build import (BuildOptions, CocoLvisBuildConverter, check_opencv, containment_hierarchy,
                                    rasterize_polygons)
+from shards.converter import ConversionError
 from shards.synthetic import LvisPanopticImage, write_lvis_panoptic
-from shards.writer import ConversionError, convert
+from shards.writer import convert
 
 H = W = 128
 
@@ -134,8 +136,8 @@ def test_bad_inputs_and_rule_counts_are_recorded(built):
         "skipped_panoptic_size_mismatch": 1,
     }, rules
     inputs = manifest["build"]["inputs"]
-    assert inputs["lvis_json"]["sha256"] == shards.writer.sha256_file(paths["lvis"])
-    assert manifest["options"] == {**BuildOptions().__dict__, "opencv": cv2.__version__, "follow_links": False}
+    assert inputs["lvis_json"]["sha256"] == sha256_file(paths["lvis"])
+    assert manifest["options"] == {**BuildOptions().__dict__, "opencv": cv2.__version__}
     assert manifest["skip_counts"] == {
         "bad_input": {"missing_image": 1, "missing_panoptic_png": 1, "panoptic_size_mismatch": 1},
         "rule": {"no_objects": 1}}

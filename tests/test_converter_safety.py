@@ -12,8 +12,9 @@ from shards.cli import main
 from shards.cocolvis import CocoLvisConverter
 from shards.cocolvis_build import CocoLvisBuildConverter
 from shards.folder import HQSeg44kConverter, davis_converter
+from shards.converter import ConversionError, SkipItem
 from shards.synthetic import LvisPanopticImage, write_cocolvis, write_davis, write_hqseg44k, write_lvis_panoptic
-from shards.writer import ConversionError, convert
+from shards.writer import convert
 
 
 def _convert(converter, out: Path, **kw) -> dict:
@@ -68,7 +69,7 @@ def test_links_out_of_the_root_are_refused_counted_and_named(linked_davis, tmp_p
     assert str(outside_image) in skipped["img/synth_0001.jpg"]["detail"]
     assert str(outside_mask) in skipped["img/synth_0003.jpg"]["detail"]
     assert manifest["skip_counts"] == {"bad_input": {"outside_root": 2}, "rule": {}}
-    assert manifest["options"] == {"follow_links": False}
+    assert "options" not in manifest  # follow_links recorded only when set
     # named in the report: the link and where it leads
     assert f"img/synth_0001.jpg -> {outside_image}" in report
     assert f"gt/synth_0003.png -> {outside_mask}" in report
@@ -123,7 +124,7 @@ def test_hqseg_link_out_of_the_root(tmp_path) -> None:
     assert skipped == [(f"DIS5K/DIS-VD/im/{image.name}", "outside_root")]
     assert target.read_bytes() not in _shard_bytes(tmp_path / "out")
     assert _sha(target.read_bytes()) not in manifest["source"]["sha256"].values()
-    assert manifest["options"] == {"subsets": list(written), "follow_links": False}
+    assert manifest["options"] == {"subsets": list(written)}
 
 
 def test_cocolvis_links_out_of_the_root(tmp_path) -> None:
@@ -204,7 +205,7 @@ def test_bad_input_still_counts_toward_the_skip_fraction(tmp_path, capsys) -> No
 
 
 def test_skip_kind_of_a_converter_skip() -> None:
-    assert shards.writer.SkipItem("corrupt_image").kind == "bad_input"
-    assert shards.writer.SkipItem("no_objects", kind="rule").kind == "rule"
+    assert SkipItem("corrupt_image").kind == "bad_input"
+    assert SkipItem("no_objects", kind="rule").kind == "rule"
     with pytest.raises(ValueError):
-        shards.writer.SkipItem("x", kind="other")
+        SkipItem("x", kind="other")

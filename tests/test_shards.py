@@ -25,8 +25,9 @@ from shards import safe_pickle
 from shards.cli import main
 from shards.cocolvis import CocoLvisConverter
 from shards.folder import HQSEG44K_SUBSETS, FolderConverter, HQSeg44kConverter, davis_converter
-from shards.format import encode_sample, iter_shard, pack_layers
+from shards.format import encode_sample, pack_layers
 from shards.synthetic import write_cocolvis, write_davis, write_hqseg44k
+from shards.tar_reader import iter_shard
 from shards.writer import convert
 
 
@@ -359,7 +360,7 @@ def test_bad_cocolvis_inputs_are_counted(bad_coco: Path, tmp_path: Path, monkeyp
 
 
 def test_truncated_jpeg_detection() -> None:
-    from shards.writer import _jpeg_complete
+    from shards.converter import _jpeg_complete
 
     ok, data = cv2.imencode(".jpg", np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8))
     data = data.tobytes()

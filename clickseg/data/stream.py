@@ -25,7 +25,6 @@ from typing import Iterator, Union
 import cv2
 import numpy as np
 import torch
-import webdataset as wds
 from torch.utils.data import IterableDataset, get_worker_info
 
 import shards
@@ -68,8 +67,8 @@ def slot_share(promised: int, slot: Slot, by_sample: bool) -> int:
 
 
 class _Counter:
-    """Counts skipped samples; as webdataset's handler it logs tar reader errors (the samples
-    they cost are counted when the shard ends short, see :func:`slot_samples`)."""
+    """Counts skipped samples; called with a tar reader error it logs it (the samples it
+    costs are counted when the shard ends short, see :func:`slot_samples`)."""
 
     def __init__(self) -> None:
         self.skipped = 0
@@ -77,20 +76,8 @@ class _Counter:
     def skip(self, n: int = 1) -> None:
         self.skipped += n
 
-    def __call__(self, exn: Exception) -> bool:
-        log.warning("unreadable shard data: %s", exn)
-        return True
-
-
-def raw_samples(url: str, counter: _Counter) -> Iterator[dict]:
-    """Raw webdataset samples (member name -> bytes) of one shard, in order.
-
-    The file is opened here (and closed when the shard is done) because
-    webdataset's own URL opener leaves shard files open.
-    """
-    with open(url, "rb") as stream:
-        members = wds.tariterators.tar_file_expander([{"url": url, "stream": stream}], handler=counter)
-        yield from wds.tariterators.group_by_keys(members, handler=counter)
+    def __call__(self, exn: Exception) -> None:
+        log.warning("skipping unreadable shard data: %s", exn)
 
 
 Decoded = Union["shards.Sample", "shards.ShardFormatError"]
@@ -140,9 +127,9 @@ class _Recorder:
     def __init__(self, counter: _Counter, seen: list[Exception]):
         self.counter, self.seen = counter, seen
 
-    def __call__(self, exn: Exception) -> bool:
+    def __call__(self, exn: Exception) -> None:
         self.seen.append(exn)
-        return self.counter(exn)
+        self.counter(exn)
 
 
 def decoded_samples(url: str, slot: Slot, by_sample: bool, counter: _Counter, cache_mb: float) -> Iterator[Decoded]:
@@ -160,7 +147,7 @@ def decoded_samples(url: str, slot: Slot, by_sample: bool, counter: _Counter, ca
         return
     shard_pass = _ShardPass([])
     recording = _Recorder(counter, shard_pass.unreadable)
-    for i, raw in enumerate(raw_samples(url, recording)):
+    for i, raw in enumerate(shards.iter_shard(url, on_damage=recording)):
         if by_sample and i % slot.count != slot.index:
             continue
         try:
