@@ -20,7 +20,8 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from clickseg.eval.protocols import Protocol, evaluate_image_instance
+from clickseg.config import EvalConfig
+from clickseg.eval.protocols import evaluate_image_instance
 from clickseg.model import build_segnext
 from clickseg.predictor import Predictor
 
@@ -37,7 +38,7 @@ def samples(n: int, hw=(240, 320)):
     return out
 
 
-def run(predictor, data, protocol: Protocol, per_draw: bool = False) -> tuple[float, np.ndarray]:
+def run(predictor, data, protocol: EvalConfig, per_draw: bool = False) -> tuple[float, np.ndarray]:
     t0 = time.perf_counter()
     results = []
     for i, (image, gt) in enumerate(data):
@@ -60,7 +61,7 @@ def main() -> None:
     ap.add_argument("--flips", default="none")
     args = ap.parse_args()
     data = samples(args.images)
-    protocol = Protocol("random", n_clicks=args.clicks, draws=args.draws, scaling=args.k, flips=args.flips)
+    protocol = EvalConfig(protocol="random", n_clicks=args.clicks, draws=args.draws, scaling=args.k, flips=args.flips)
     print(f"{args.images} images 240x320, random clicks, c={args.draws}, K={args.k}, flips {args.flips}, "
           f"{args.clicks} clicks; torch threads {torch.get_num_threads()}; seconds per image")
     head = f"{'arch':<15}{'T':>6}{'batched':>10}{'one batch':>11}{'singles':>10}{'per-draw':>10}" \

@@ -1,8 +1,12 @@
-"""Named SegNext sizes: plain data with no torch import, so configs validate in milliseconds
-(``launch.py sweep`` checks every grid point before submitting)."""
+"""Named SegNext sizes and the token geometry they imply: plain data with no torch import, so
+configs validate in milliseconds (``launch.py sweep`` checks every grid point before submitting)."""
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
+
+# SegNext splits the token grid into windows of about 224 px (14 tokens of 16 px) a side.
+WINDOW_TOKENS = 14
 
 
 def is_global_block(index: int, depth: int, global_atten_freq: int) -> bool:
@@ -10,6 +14,29 @@ def is_global_block(index: int, depth: int, global_atten_freq: int) -> bool:
     if global_atten_freq <= 1:
         return True
     return index % global_atten_freq == 0 or index == depth
+
+
+def _splits(grid: int) -> bool:
+    return grid >= WINDOW_TOKENS and grid % (grid // WINDOW_TOKENS) == 0
+
+
+def window_layout(input_size: int, patch_size: int) -> tuple[int, int]:
+    """(windows per side, window side in tokens) of SegNext's window attention at ``input_size``.
+
+    Raises ValueError when the token grid cannot be split into equal windows of about
+    ``WINDOW_TOKENS`` tokens; the message names the nearest sizes that can.
+    """
+    grid = input_size // patch_size
+    if not _splits(grid):
+        below = next((g for g in range(grid - 1, WINDOW_TOKENS - 1, -1) if _splits(g)), None)
+        above = next(g for g in itertools.count(max(grid + 1, WINDOW_TOKENS)) if _splits(g))
+        near = " or ".join(str(g * patch_size) for g in (below, above) if g is not None)
+        raise ValueError(
+            f"input size {input_size} gives a {grid}x{grid} token grid ({patch_size}-pixel patches) that cannot be "
+            f"split into equal windows of about {WINDOW_TOKENS} tokens (need grid >= {WINDOW_TOKENS} and divisible "
+            f"by grid // {WINDOW_TOKENS}); the nearest sizes that can: {near}")
+    per_side = grid // WINDOW_TOKENS
+    return per_side, grid // per_side
 
 
 @dataclass(frozen=True)

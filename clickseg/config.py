@@ -21,16 +21,13 @@ from typing import Any, Optional
 
 import yaml
 
-from clickseg.architectures import ARCHITECTURES
+from clickseg.architectures import ARCHITECTURES, window_layout
 
 LR_SCHEDULES = ("multistep", "cosine")
 OPTIMIZERS = ("adam", "adamw")
 IMAGE_DRAWS = ("with_replacement", "once_per_pass")
 CLICK_MODES = ("multi", "single_pos", "single_any")
 EXECUTORS = ("local", "slurm")
-PATCH_SIZE = 16
-# SegNext splits the token grid into windows of about 224 px (14 tokens) a side.
-WINDOW_TOKENS = 14
 
 
 _FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
@@ -38,6 +35,11 @@ _FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 class ConfigError(ValueError):
     """A configuration problem; the message names the offending key."""
+
+
+def _need(ok: bool, key: str, msg: str) -> None:
+    if not ok:
+        raise ConfigError(f"config key '{key}': {msg}")
 
 
 @dataclass
@@ -179,6 +181,9 @@ EVAL_FLIPS = ("none", "h", "v", "hv")
 
 @dataclass
 class EvalConfig:
+    """Every evaluation option, as the evaluator (``clickseg.eval``) takes it; checked when built
+    (also by ``dataclasses.replace``), so an invalid one never reaches an evaluation."""
+
     n_clicks: int = 20
     threshold: float = 0.49
     """A pixel is object when its probability is strictly above this."""
@@ -201,6 +206,29 @@ class EvalConfig:
     the head's stride-4 maps outgrow the caches, see bench/eval_batching.py), 64 on a GPU."""
     max_instances: int = 0
     """Evaluate only the first N instances of each set (0: all)."""
+    target_iou: float = 0.0
+    """SegNext's ``--target-iou``: a draw of an instance stops clicking at the first click whose IoU
+    reaches this, and its later IoUs repeat that one (the user keeps the mask); 0: off, all
+    ``n_clicks`` run. NoC@t and NoF@t for every t <= target_iou equal those of a full run;
+    mIoU@k and NoC@t for t > target_iou do not."""
+
+    def __post_init__(self):
+        _check_eval(self)
+
+
+def _check_eval(e: EvalConfig) -> None:
+    _need(e.n_clicks >= 1, "eval.n_clicks", "must be >= 1")
+    _need(0.0 <= e.threshold < 1.0, "eval.threshold", "must be in [0, 1)")
+    _need(e.protocol in EVAL_PROTOCOLS, "eval.protocol", f"unknown protocol {e.protocol!r}; one of {EVAL_PROTOCOLS}")
+    _need(e.draws >= 1, "eval.draws", "must be >= 1")
+    _need(e.seed >= 0, "eval.seed", "must be >= 0")
+    _need(e.flips in EVAL_FLIPS, "eval.flips", f"unknown flips {e.flips!r}; one of {EVAL_FLIPS}")
+    _need(e.scaling >= 1, "eval.scaling", "must be >= 1")
+    _need(e.jitter_radius >= 0, "eval.jitter_radius", "must be >= 0")
+    _need(all(k >= 1 for k in e.scaling_curve), "eval.scaling_curve", "every K must be >= 1")
+    _need(e.max_batch >= 0, "eval.max_batch", "must be >= 0 (0: chosen by device)")
+    _need(e.max_instances >= 0, "eval.max_instances", "must be >= 0")
+    _need(0.0 <= e.target_iou <= 1.0, "eval.target_iou", "must be in [0, 1] (0: off)")
 
 
 @dataclass
@@ -353,72 +381,48 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
 # --------------------------------------------------------------------------- validation
 
 
-def window_layout(input_size: int, patch_size: int = PATCH_SIZE) -> tuple[int, int]:
-    """(windows per side, window side in tokens) of SegNext's window attention at ``input_size``."""
-    grid = input_size // patch_size
-    per_side = grid // WINDOW_TOKENS
-    if per_side == 0 or grid % per_side:
-        raise ConfigError(
-            f"config key 'model.input_size': {input_size} gives a {grid}x{grid} token grid that cannot be split "
-            f"into equal windows of about {WINDOW_TOKENS} tokens (need grid >= {WINDOW_TOKENS} and divisible "
-            f"by grid // {WINDOW_TOKENS}); try 224, 256, 448, 512 or 1024")
-    return per_side, grid // per_side
-
-
 def validate(cfg: Config) -> None:
     """Check values that types alone cannot; raise ConfigError naming the key."""
-
-    def need(ok: bool, key: str, msg: str) -> None:
-        if not ok:
-            raise ConfigError(f"config key '{key}': {msg}")
-
     m = cfg.model
-    need(m.arch in ARCHITECTURES, "model.arch", f"unknown architecture {m.arch!r}; known: {sorted(ARCHITECTURES)}")
+    _need(m.arch in ARCHITECTURES, "model.arch", f"unknown architecture {m.arch!r}; known: {sorted(ARCHITECTURES)}")
     patch = ARCHITECTURES[m.arch].patch_size
-    need(m.input_size > 0 and m.input_size % patch == 0, "model.input_size",
-         f"{m.input_size} must be a positive multiple of {m.arch}'s patch size {patch}")
+    _need(m.input_size > 0 and m.input_size % patch == 0, "model.input_size",
+          f"{m.input_size} must be a positive multiple of {m.arch}'s patch size {patch}")
     if ARCHITECTURES[m.arch].uses_windows:
-        window_layout(m.input_size, patch)
-    need(cfg.clicks.mode in CLICK_MODES, "clicks.mode", f"unknown click mode {cfg.clicks.mode!r}; one of {CLICK_MODES}")
-    _validate_recipe(cfg, need)
+        try:
+            window_layout(m.input_size, patch)
+        except ValueError as e:
+            raise ConfigError(f"config key 'model.input_size': {e}") from None
+    _need(cfg.clicks.mode in CLICK_MODES, "clicks.mode",
+          f"unknown click mode {cfg.clicks.mode!r}; one of {CLICK_MODES}")
+    _validate_recipe(cfg)
     t = cfg.train
-    need(t.epochs >= 1, "train.epochs", "must be >= 1")
-    need(t.batch_size >= 1, "train.batch_size", "must be >= 1")
-    need(t.samples_per_epoch >= t.batch_size * t.num_processes, "train.samples_per_epoch",
-         "must be at least one batch on every process")
-    need(t.lr > 0, "train.lr", "must be > 0")
-    need(t.optimizer in OPTIMIZERS, "train.optimizer", f"one of {OPTIMIZERS}")
-    need(len(t.betas) == 2 and all(0.0 <= b < 1.0 for b in t.betas), "train.betas", "two values in [0, 1)")
-    need(t.eps > 0, "train.eps", "must be > 0")
-    need(t.weight_decay >= 0, "train.weight_decay", "must be >= 0")
-    need(t.lr_schedule in LR_SCHEDULES, "train.lr_schedule", f"one of {LR_SCHEDULES}")
-    need(t.warmup_steps >= 0, "train.warmup_steps", "must be >= 0")
-    need(t.num_processes >= 1, "train.num_processes", "must be >= 1")
-    need(t.mixed_precision in ("no", "fp16", "bf16"), "train.mixed_precision", "one of no, fp16, bf16")
-    e = cfg.eval
-    need(e.n_clicks >= 1, "eval.n_clicks", "must be >= 1")
-    need(0.0 <= e.threshold < 1.0, "eval.threshold", "must be in [0, 1)")
-    need(e.protocol in EVAL_PROTOCOLS, "eval.protocol", f"unknown protocol {e.protocol!r}; one of {EVAL_PROTOCOLS}")
-    need(e.draws >= 1, "eval.draws", "must be >= 1")
-    need(e.seed >= 0, "eval.seed", "must be >= 0")
-    need(e.flips in EVAL_FLIPS, "eval.flips", f"unknown flips {e.flips!r}; one of {EVAL_FLIPS}")
-    need(e.scaling >= 1, "eval.scaling", "must be >= 1")
-    need(e.jitter_radius >= 0, "eval.jitter_radius", "must be >= 0")
-    need(all(k >= 1 for k in e.scaling_curve), "eval.scaling_curve", "every K must be >= 1")
-    need(e.max_batch >= 0, "eval.max_batch", "must be >= 0 (0: chosen by device)")
-    need(e.max_instances >= 0, "eval.max_instances", "must be >= 0")
-    need(cfg.executor.type in EXECUTORS, "executor.type", f"one of {EXECUTORS}")
-    need(cfg.executor.nodes >= 1, "executor.nodes", "must be >= 1")
-    need(cfg.executor.max_requeues >= 0, "executor.max_requeues", "must be >= 0")
-    need(cfg.executor.gpus_per_node in (0, t.num_processes), "train.num_processes",
-         f"must equal executor.gpus_per_node ({cfg.executor.gpus_per_node}): one training process per GPU")
-    need(0 < cfg.executor.signal_delay_s < 60 * cfg.executor.time_min or cfg.executor.type == "local",
-         "executor.signal_delay_s", f"must be > 0 and below the time limit ({60 * cfg.executor.time_min} s)")
-    need(cfg.executor.array_parallelism >= 1, "executor.array_parallelism", "must be >= 1")
-    need(bool(cfg.name) and "/" not in cfg.name, "name", "must be a non-empty name without '/'")
+    _need(t.epochs >= 1, "train.epochs", "must be >= 1")
+    _need(t.batch_size >= 1, "train.batch_size", "must be >= 1")
+    _need(t.samples_per_epoch >= t.batch_size * t.num_processes, "train.samples_per_epoch",
+          "must be at least one batch on every process")
+    _need(t.lr > 0, "train.lr", "must be > 0")
+    _need(t.optimizer in OPTIMIZERS, "train.optimizer", f"one of {OPTIMIZERS}")
+    _need(len(t.betas) == 2 and all(0.0 <= b < 1.0 for b in t.betas), "train.betas", "two values in [0, 1)")
+    _need(t.eps > 0, "train.eps", "must be > 0")
+    _need(t.weight_decay >= 0, "train.weight_decay", "must be >= 0")
+    _need(t.lr_schedule in LR_SCHEDULES, "train.lr_schedule", f"one of {LR_SCHEDULES}")
+    _need(t.warmup_steps >= 0, "train.warmup_steps", "must be >= 0")
+    _need(t.num_processes >= 1, "train.num_processes", "must be >= 1")
+    _need(t.mixed_precision in ("no", "fp16", "bf16"), "train.mixed_precision", "one of no, fp16, bf16")
+    _check_eval(cfg.eval)
+    _need(cfg.executor.type in EXECUTORS, "executor.type", f"one of {EXECUTORS}")
+    _need(cfg.executor.nodes >= 1, "executor.nodes", "must be >= 1")
+    _need(cfg.executor.max_requeues >= 0, "executor.max_requeues", "must be >= 0")
+    _need(cfg.executor.gpus_per_node in (0, t.num_processes), "train.num_processes",
+          f"must equal executor.gpus_per_node ({cfg.executor.gpus_per_node}): one training process per GPU")
+    _need(0 < cfg.executor.signal_delay_s < 60 * cfg.executor.time_min or cfg.executor.type == "local",
+          "executor.signal_delay_s", f"must be > 0 and below the time limit ({60 * cfg.executor.time_min} s)")
+    _need(cfg.executor.array_parallelism >= 1, "executor.array_parallelism", "must be >= 1")
+    _need(bool(cfg.name) and "/" not in cfg.name, "name", "must be a non-empty name without '/'")
 
 
-def _validate_recipe(cfg: Config, need) -> None:
+def _validate_recipe(cfg: Config) -> None:
     """The data, augmentation and click keys of the training recipe."""
     d, a, c = cfg.data, cfg.augment, cfg.clicks
     probs = {"data.stuff_prob": d.stuff_prob, "data.keep_background_prob": d.keep_background_prob,
@@ -429,34 +433,34 @@ def _validate_recipe(cfg: Config, need) -> None:
              "clicks.negative_border_prob": c.negative_border_prob,
              "clicks.negative_other_prob": c.negative_other_prob, "clicks.negative_bg_prob": c.negative_bg_prob}
     for key, p in probs.items():
-        need(0.0 <= p <= 1.0, key, f"{p} is not a probability in [0, 1]")
-    need(d.image_draw in IMAGE_DRAWS, "data.image_draw", f"unknown draw {d.image_draw!r}; one of {IMAGE_DRAWS}")
-    need(d.min_object_area >= 0, "data.min_object_area", "must be >= 0")
-    need(d.max_merged_objects >= 2, "data.max_merged_objects", "must be >= 2 (a merged target unites 2 or more)")
-    need(d.cache_mb >= 0, "data.cache_mb", "must be >= 0 (0: no cache)")
-    need(d.num_workers >= 0, "data.num_workers", "must be >= 0")
-    need(d.shuffle_buffer >= 1, "data.shuffle_buffer", "must be >= 1")
-    need(0 < a.scale_min <= a.scale_max, "augment.scale_min", "need 0 < scale_min <= scale_max")
-    need(0.0 <= a.shift_limit < 0.5, "augment.shift_limit", "must be in [0, 0.5)")
-    need(0.0 <= a.rotate_limit <= 180.0, "augment.rotate_limit", "must be in [0, 180] degrees")
+        _need(0.0 <= p <= 1.0, key, f"{p} is not a probability in [0, 1]")
+    _need(d.image_draw in IMAGE_DRAWS, "data.image_draw", f"unknown draw {d.image_draw!r}; one of {IMAGE_DRAWS}")
+    _need(d.min_object_area >= 0, "data.min_object_area", "must be >= 0")
+    _need(d.max_merged_objects >= 2, "data.max_merged_objects", "must be >= 2 (a merged target unites 2 or more)")
+    _need(d.cache_mb >= 0, "data.cache_mb", "must be >= 0 (0: no cache)")
+    _need(d.num_workers >= 0, "data.num_workers", "must be >= 0")
+    _need(d.shuffle_buffer >= 1, "data.shuffle_buffer", "must be >= 1")
+    _need(0 < a.scale_min <= a.scale_max, "augment.scale_min", "need 0 < scale_min <= scale_max")
+    _need(0.0 <= a.shift_limit < 0.5, "augment.shift_limit", "must be in [0, 0.5)")
+    _need(0.0 <= a.rotate_limit <= 180.0, "augment.rotate_limit", "must be in [0, 180] degrees")
     for key, lim in (("augment.brightness_limit", a.brightness_limit), ("augment.contrast_limit", a.contrast_limit)):
-        need(len(lim) == 2 and lim[0] <= lim[1], key, f"{lim} must be [low, high] with low <= high")
-    need(a.contrast_limit[0] > -1.0, "augment.contrast_limit", "low must be > -1 (the factor is 1 + value)")
-    need(a.rgb_shift_limit >= 0, "augment.rgb_shift_limit", "must be >= 0")
-    need(c.max_positive >= 1, "clicks.max_positive", "must be >= 1")
-    need(c.max_negative >= 0, "clicks.max_negative", "must be >= 0")
-    need(0.0 < c.prob_gamma, "clicks.prob_gamma", "must be > 0")
-    need(c.positive_erode_iters >= 0, "clicks.positive_erode_iters", "must be >= 0")
-    need(c.border_expand_ratio >= 0, "clicks.border_expand_ratio", "must be >= 0")
+        _need(len(lim) == 2 and lim[0] <= lim[1], key, f"{lim} must be [low, high] with low <= high")
+    _need(a.contrast_limit[0] > -1.0, "augment.contrast_limit", "low must be > -1 (the factor is 1 + value)")
+    _need(a.rgb_shift_limit >= 0, "augment.rgb_shift_limit", "must be >= 0")
+    _need(c.max_positive >= 1, "clicks.max_positive", "must be >= 1")
+    _need(c.max_negative >= 0, "clicks.max_negative", "must be >= 0")
+    _need(0.0 < c.prob_gamma, "clicks.prob_gamma", "must be > 0")
+    _need(c.positive_erode_iters >= 0, "clicks.positive_erode_iters", "must be >= 0")
+    _need(c.border_expand_ratio >= 0, "clicks.border_expand_ratio", "must be >= 0")
     total = c.negative_border_prob + c.negative_other_prob + c.negative_bg_prob
-    need(abs(total - 1.0) < 1e-6, "clicks.negative_border_prob",
-         f"negative_border_prob + negative_other_prob + negative_bg_prob must be 1, got {total:g}")
-    need(c.max_correction_clicks >= 0, "clicks.max_correction_clicks", "must be >= 0")
+    _need(abs(total - 1.0) < 1e-6, "clicks.negative_border_prob",
+          f"negative_border_prob + negative_other_prob + negative_bg_prob must be 1, got {total:g}")
+    _need(c.max_correction_clicks >= 0, "clicks.max_correction_clicks", "must be >= 0")
     # Correction click i goes to row max_positive - i (positive) or the i-th last row (negative).
-    need(c.mode != "multi" or c.max_correction_clicks <= min(c.max_positive, c.max_negative),
-         "clicks.max_correction_clicks", f"must be <= clicks.max_positive ({c.max_positive}) and "
-         f"clicks.max_negative ({c.max_negative}): correction clicks take the last rows of each half")
-    need(0.0 < c.threshold < 1.0, "clicks.threshold", "must be in (0, 1)")
+    _need(c.mode != "multi" or c.max_correction_clicks <= min(c.max_positive, c.max_negative),
+          "clicks.max_correction_clicks", f"must be <= clicks.max_positive ({c.max_positive}) and "
+          f"clicks.max_negative ({c.max_negative}): correction clicks take the last rows of each half")
+    _need(0.0 < c.threshold < 1.0, "clicks.threshold", "must be in (0, 1)")
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

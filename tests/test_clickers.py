@@ -72,7 +72,7 @@ def test_matches_brute_force_over_random_sequences():
 
 def test_opencv_distance_is_exact():
     """DIST_L2 with mask size 0 must be the exact EDT (a 3x3/5x5 chamfer mask would not be)."""
-    from clickseg.eval.clickers import padded_distance
+    from clickseg.regions import padded_distance
 
     rng = np.random.default_rng(7)
     for _ in range(50):

@@ -36,6 +36,8 @@ def test_float_keys_accept_exponents_without_a_dot(text, value):
     ("clicks.mode=double", "clicks.mode"),
     ("model.arch=vit_huge", "model.arch"),
     ("eval.threshold=1.5", "eval.threshold"),
+    ("eval.target_iou=1.5", "eval.target_iou"),
+    ("eval.flips=diagonal", "eval.flips"),
     ("executor.type=kubernetes", "executor.type"),
     ("data.stuff_prob=2", "data.stuff_prob"),
     ("executor.gpus_per_node=8", "train.num_processes"),  # 8 GPUs but one process

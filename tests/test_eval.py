@@ -166,3 +166,29 @@ def test_launch_eval_checkpoint_prints_tables_and_saves_ious(builtin_dirs, tmp_p
     assert launch.main(["eval", "--checkpoint", str(ckpt), "--dataset", f"d={tmp_path}", "--out", str(out)]) == 2
     assert f"dataset 'd': {tmp_path} has no manifest.json" in capsys.readouterr().err
     assert len(read_results(out)) == 2  # nothing written by the refused calls
+
+
+def test_target_iou_on_a_dataset_keeps_noc_and_nof_with_fewer_clicks(builtin_dirs):
+    """``eval.target_iou`` against a full run over a dataset: the same NoC and NoF at thresholds up
+    to the target, fewer clicks predicted, its own row label (scaling-curve points keep theirs)."""
+    from dataclasses import replace
+
+    from test_eval_protocols import StubPredictor
+    from clickseg.config import EvalConfig
+    from clickseg.eval.checkpoint_eval import seconds_per_click
+    from clickseg.eval.evaluate import make_row, protocols_of
+    from clickseg.eval.summary import summarize_draws
+
+    cfg = EvalConfig(protocol="random", draws=2, n_clicks=5, max_instances=6, target_iou=0.3, scaling_curve=[2])
+    (main, _), (point, curve) = protocols_of(cfg)
+    full = evaluate_dataset(StubPredictor(), str(builtin_dirs["davis"]), replace(main, target_iou=0.0))
+    short = evaluate_dataset(StubPredictor(), str(builtin_dirs["davis"]), main)
+    thresholds = (0.2, 0.25, 0.3)
+    ref, got = summarize_draws(full.ious, thresholds)[0], summarize_draws(short.ious, thresholds)[0]
+    assert 0 < ref["NoF@30"] < 6 and ref["NoC@20"] > 1  # some reach the target, not at once
+    assert {k: v for k, v in got.items() if k.startswith("No")} == {k: v for k, v in ref.items() if k.startswith("No")}
+    assert full.clicks == full.ious.size == 6 * 2 * 5 and short.clicks < full.clicks
+    assert seconds_per_click(short) == short.seconds / short.clicks
+    row = make_row("x", 1, "davis", main, False, short, "ckpt", 6)
+    assert row["protocol"] == "random-c2-target0.3" and row["options"]["target_iou"] == 0.3
+    assert make_row("x", 1, "davis", point, curve, short, "ckpt", 6)["protocol"] == "random-c2-K2r5@1"

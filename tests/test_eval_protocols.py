@@ -1,18 +1,18 @@
-"""The protocol evaluator: flips map back exactly, K = 1 is the plain loop, batching, jitter, summaries."""
-import json
-import os
-import subprocess
-import sys
+"""The protocol evaluator: flips map back exactly, K = 1 is the plain loop, batching, jitter, summaries,
+target IoU."""
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
-from clickseg.eval.clickers import CenterClicker, Click, RandomClicker
-from clickseg.eval.metrics import evaluate_instance, iou, summarize
-from clickseg.eval.protocols import (Protocol, Views, derive_seed, evaluate_image_instance, evaluate_views,
-                                     flip_clicks, flip_maps, jitter_click)
-from clickseg.eval.summary import per_instance, summarize_draws
+from clickseg.config import EVAL_FLIPS, EvalConfig
+from clickseg.eval.clickers import CenterClicker, Click, RandomClicker, jitter_click
+from clickseg.eval.metrics import evaluate_instance, iou, per_instance, summarize
+from clickseg.eval.protocols import (Views, derive_seed, evaluate_image_instance, evaluate_views, flip_clicks,
+                                     flip_maps, flip_views, label, options)
+from clickseg.eval.summary import summarize_draws
+from test_random_clicks import in_another_process
 
 
 class StubPredictor:
@@ -92,16 +92,17 @@ def test_flip_helpers_round_trip():
     img = np.zeros((3, 4), bool)
     img[2, 1] = True
     assert flip_maps(img, "hv")[0, 2]
+    assert [flip_views(f) for f in EVAL_FLIPS] == [("",), ("", "h"), ("", "v"), ("", "h", "v", "hv")]
 
 
 @pytest.mark.parametrize("name,scaling", [("random", 1), ("random", 3), ("center", 2)])
 def test_flip_equivariant_model_gives_identical_results_with_flips(name, scaling):
     image, gt = scene()
-    base = Protocol(name, n_clicks=5, draws=3, seed=4, scaling=scaling, jitter_radius=3)
+    base = EvalConfig(protocol=name, n_clicks=5, draws=3, seed=4, scaling=scaling, jitter_radius=3)
     plain = evaluate_image_instance(StubPredictor(), image, gt, base, "toy", 7)
     assert 0 < np.nanmax(plain) < 1  # a non-trivial run
     for flips in ("h", "v", "hv"):
-        flipped = evaluate_image_instance(StubPredictor(), image, gt, Protocol(**{**base.__dict__, "flips": flips}),
+        flipped = evaluate_image_instance(StubPredictor(), image, gt, replace(base, flips=flips),
                                           "toy", 7)
         np.testing.assert_array_equal(flipped, plain)
 
@@ -114,16 +115,16 @@ def test_flips_change_results_of_a_model_that_is_not_equivariant():
             return np.clip(super()._one(clicks, prev) + ramp, 0, 1).astype(np.float32)
 
     image, gt = scene()
-    p = Protocol("random", n_clicks=3, draws=2, seed=1)
+    p = EvalConfig(protocol="random", n_clicks=3, draws=2, seed=1)
     a = evaluate_image_instance(Skewed(), image, gt, p, "toy", 0)
-    b = evaluate_image_instance(Skewed(), image, gt, Protocol("random", n_clicks=3, draws=2, seed=1, flips="h"), "toy", 0)
+    b = evaluate_image_instance(Skewed(), image, gt, replace(p, flips="h"), "toy", 0)
     assert not np.array_equal(a, b)
 
 
 def test_k1_equals_the_plain_loop_exactly():
     image, gt = scene(1)
     for name, draws in (("random", 4), ("center", 1)):
-        p = Protocol(name, n_clicks=6, draws=draws, seed=9, jitter_radius=4)
+        p = EvalConfig(protocol=name, n_clicks=6, draws=draws, seed=9, jitter_radius=4)
         got = evaluate_image_instance(StubPredictor(), image, gt, p, "davis", 3)
         for d in range(draws):
             clicker = RandomClicker(gt, derive_seed(9, "davis", 3, d)) if name == "random" else CenterClicker(gt)
@@ -131,7 +132,7 @@ def test_k1_equals_the_plain_loop_exactly():
     # center protocol: the same numbers as metrics.evaluate_instance
     stub = StubPredictor()
     stub.set_image(image)
-    np.testing.assert_array_equal(evaluate_image_instance(StubPredictor(), image, gt, Protocol("center", n_clicks=6),
+    np.testing.assert_array_equal(evaluate_image_instance(StubPredictor(), image, gt, EvalConfig(n_clicks=6),
                                                           "x", 0)[0],
                                   evaluate_instance(stub.predict, gt, 6))
 
@@ -144,7 +145,7 @@ def test_k1_equals_the_plain_loop_with_the_real_model():
     predictor = Predictor(build_segnext("tiny", 224))
     image, gt = scene(2, (64, 80))
     for name in ("center", "random"):
-        p = Protocol(name, n_clicks=3, seed=2, threshold=0.45)
+        p = EvalConfig(protocol=name, n_clicks=3, seed=2, threshold=0.45)
         got = evaluate_image_instance(predictor, image, gt, p, "davis", 5)
         clicker = RandomClicker(gt, derive_seed(2, "davis", 5, 0)) if name == "random" else CenterClicker(gt)
         np.testing.assert_array_equal(got[0], plain_loop(predictor, image, gt, clicker, 3, thr=0.45))
@@ -153,7 +154,7 @@ def test_k1_equals_the_plain_loop_with_the_real_model():
 def test_draws_variants_and_views_run_as_one_batch_per_view_and_click():
     image, gt = scene()
     stub = StubPredictor()
-    p = Protocol("random", n_clicks=4, draws=5, scaling=8, flips="hv", jitter_radius=3, max_batch=64)
+    p = EvalConfig(protocol="random", n_clicks=4, draws=5, scaling=8, flips="hv", jitter_radius=3, max_batch=64)
     views = Views(stub, p.flips)
     views.set_image(image)
     stub.calls.clear()
@@ -164,15 +165,14 @@ def test_draws_variants_and_views_run_as_one_batch_per_view_and_click():
     assert calls == [5 * 8] * (4 * 4)  # (clicks x views) calls of draws x K prompts
     chunked = Views(StubPredictor(), "none")
     chunked.set_image(image)
-    out = evaluate_views(chunked, gt, Protocol("random", n_clicks=2, draws=5, scaling=8, max_batch=16), "toy", 0)
+    p = EvalConfig(protocol="random", n_clicks=2, draws=5, scaling=8)
+    out = evaluate_views(chunked, gt, replace(p, max_batch=16), "toy", 0)
     assert chunked.items[0][1].calls == [16, 16, 8] * 2
     auto = Views(StubPredictor(), "none")  # max_batch 0: 8 prompts per decode on CPU
     auto.set_image(image)
-    evaluate_views(auto, gt, Protocol("random", n_clicks=2, draws=5, scaling=8), "toy", 0)
+    evaluate_views(auto, gt, p, "toy", 0)
     assert auto.items[0][1].calls == [8] * 5 * 2
-    np.testing.assert_array_equal(out, evaluate_image_instance(StubPredictor(), image, gt,
-                                                               Protocol("random", n_clicks=2, draws=5, scaling=8),
-                                                               "toy", 0))
+    np.testing.assert_array_equal(out, evaluate_image_instance(StubPredictor(), image, gt, p, "toy", 0))
 
 
 def test_jitter_stays_within_radius_and_region():
@@ -203,7 +203,8 @@ def test_scaling_first_variant_is_the_user_click_and_variants_nest():
             return super().predict_batch(click_lists, prev_masks)
 
     for k in (2, 4):
-        evaluate_image_instance(Recorder(), image, gt, Protocol("random", n_clicks=1, scaling=k, jitter_radius=4), "d", 1)
+        p = EvalConfig(protocol="random", n_clicks=1, scaling=k, jitter_radius=4)
+        evaluate_image_instance(Recorder(), image, gt, p, "d", 1)
     first2, first4 = seen[2][0], seen[4][0]
     user = RandomClicker(gt, derive_seed(0, "d", 1, 0)).next_click(np.zeros(gt.shape, bool))
     assert first4[0] == [user] and first4[:2] == first2
@@ -212,16 +213,14 @@ def test_scaling_first_variant_is_the_user_click_and_variants_nest():
 
 def test_same_numbers_in_another_process():
     image, gt = scene(3)
-    p = Protocol("random", n_clicks=4, draws=3, seed=5, scaling=3, flips="h")
+    p = EvalConfig(protocol="random", n_clicks=4, draws=3, seed=5, scaling=3, flips="h")
     here = evaluate_image_instance(StubPredictor(), image, gt, p, "davis", 2)
     np.testing.assert_array_equal(here, evaluate_image_instance(StubPredictor(), image, gt, p, "davis", 2))
-    code = ("import json, test_eval_protocols as t; from clickseg.eval.protocols import Protocol, "
-            "evaluate_image_instance; image, gt = t.scene(3); "
-            "p = Protocol('random', n_clicks=4, draws=3, seed=5, scaling=3, flips='h'); "
+    code = ("import test_eval_protocols as t; from clickseg.config import EvalConfig; "
+            "from clickseg.eval.protocols import evaluate_image_instance; image, gt = t.scene(3); "
+            "p = EvalConfig(protocol='random', n_clicks=4, draws=3, seed=5, scaling=3, flips='h'); "
             "print(json.dumps(evaluate_image_instance(t.StubPredictor(), image, gt, p, 'davis', 2).tolist()))")
-    env = {**os.environ, "PYTHONPATH": os.path.dirname(__file__) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
-    np.testing.assert_array_equal(np.array(json.loads(out.stdout)), here)
+    np.testing.assert_array_equal(np.array(in_another_process(code)), here)
 
 
 def test_summaries_with_one_draw_equal_summarize_and_ci_brackets_the_mean():
@@ -252,15 +251,73 @@ def test_draws_are_averaged_within_an_instance():
 
 
 def test_protocol_labels_and_validation():
-    from clickseg.config import EvalConfig
-
-    assert Protocol().label() == "center"
-    assert Protocol("random", draws=5).label() == "random-c5"
-    assert Protocol("random", draws=5, flips="hv", scaling=8, jitter_radius=5).label() == "random-c5-fliphv-K8r5"
-    assert Protocol("random", seed=3, threshold=0.5).label() == "random-s3-t0.5"
-    p = Protocol.from_config(EvalConfig(protocol="random", draws=5, n_clicks=3))
-    assert (p.name, p.draws, p.n_clicks, p.threshold) == ("random", 5, 3, 0.49)
+    assert label(EvalConfig()) == "center"
+    random = EvalConfig(protocol="random", draws=5)
+    assert label(random) == "random-c5"
+    assert label(replace(random, flips="hv", scaling=8, jitter_radius=5)) == "random-c5-fliphv-K8r5"
+    assert label(EvalConfig(protocol="random", seed=3, threshold=0.5)) == "random-s3-t0.5"
+    assert label(EvalConfig(target_iou=0.9)) == "center-target0.9"
+    assert label(EvalConfig(protocol="random", draws=5, target_iou=0.95, flips="h")) == "random-c5-target0.95-fliph"
+    # options that only change the cost or which instances run are not in the label
+    assert label(EvalConfig(max_batch=4, max_instances=3, scaling_curve=[1, 2])) == "center"
+    assert options(EvalConfig(protocol="random", draws=5)) == {
+        "name": "random", "n_clicks": 20, "threshold": 0.49, "draws": 5, "seed": 0, "flips": "none",
+        "scaling": 1, "jitter_radius": 5, "target_iou": 0.0}
     with pytest.raises(ValueError, match="flips"):
-        Protocol(flips="x")
+        EvalConfig(flips="x")
     with pytest.raises(ValueError, match="draws"):
-        Protocol(draws=0)
+        EvalConfig(draws=0)
+    with pytest.raises(ValueError, match="eval.target_iou"):
+        replace(EvalConfig(), target_iou=1.5)
+
+
+class Oracle(StubPredictor):
+    """The object with a share of its pixels missed that falls with the clicks (IoU 0.4, 0.7, 0.88,
+    0.93, 0.96, then down to 0.94, then 0.98 and 1), one to three clicks later where the first
+    click's coordinates say so."""
+
+    MISSED = (0.6, 0.3, 0.12, 0.07, 0.04, 0.06, 0.02, 0.0)
+
+    def __init__(self, gt):
+        super().__init__()
+        self.gt = gt
+
+    def _one(self, clicks, prev):
+        late = (clicks[0][0] + clicks[0][1]) % 3
+        missed = self.MISSED[min(len(self.MISSED) - 1, max(0, len(clicks) - 1 - late))]
+        obj = np.flatnonzero(self.gt == 1)
+        prob = (self.gt == 1).astype(np.float32)
+        prob.flat[obj[:round(missed * obj.size)]] = 0.0
+        return prob
+
+
+@pytest.mark.parametrize("name,draws", [("center", 1), ("random", 3)])
+def test_target_iou_stops_clicking_and_keeps_noc_and_nof(name, draws):
+    """Against a full run: NoC@t and NoF@t are equal for t <= target_iou, the IoUs after the stop
+    repeat the reached one, and the predictor is called less."""
+    rows, calls = {}, {}
+    for target in (0.0, 0.95, 0.97):
+        ious, n_calls = [], 0
+        for s in range(4):
+            image, gt = scene(s)
+            stub = Oracle(gt)
+            views = Views(stub, "none")
+            views.set_image(image)
+            cfg = EvalConfig(protocol=name, n_clicks=10, draws=draws, seed=3, target_iou=target)
+            ious.append(evaluate_views(views, gt, cfg, "toy", s))
+            n_calls += sum(stub.calls)
+        rows[target], calls[target] = np.stack(ious), n_calls
+    full = rows[0.0]
+    assert 0 < (full[..., 0] < 0.85).mean() and (full[..., -1] >= 0.97).all()  # thresholds crossed mid-run
+    for target in (0.95, 0.97):
+        got = rows[target]
+        stop = np.argmax(full >= target, axis=-1)  # every draw reaches the target
+        for i, d in np.ndindex(stop.shape):
+            k = stop[i, d]
+            np.testing.assert_array_equal(got[i, d, :k + 1], full[i, d, :k + 1])
+            assert (got[i, d, k + 1:] == full[i, d, k]).all()
+        ref, short = summarize_draws(full)[0], summarize_draws(got)[0]
+        for key in ("NoC@85", "NoC@90", "NoC@95", "NoF@85", "NoF@90", "NoF@95"):
+            assert short[key] == ref[key], (target, key)
+        assert calls[target] == (stop + 1).sum() < calls[0.0]
+    assert calls[0.95] < calls[0.97]

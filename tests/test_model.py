@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from clickseg.config import ConfigError, load_config, window_layout
+from clickseg.architectures import window_layout
+from clickseg.config import ConfigError, load_config
 from clickseg.model import build_segnext
 from clickseg.model.build import Architecture
 from clickseg.model.io import export_segnext
@@ -39,13 +40,19 @@ def test_state_dict_matches_segnext_layout(arch, keys, n_params):
 @pytest.mark.parametrize("size,layout", [(1024, (4, 16)), (512, (2, 16)), (448, (2, 14)), (224, (1, 14)),
                                          (256, (1, 16))])
 def test_window_layout_matches_segnext(size, layout):
-    assert window_layout(size) == layout
+    assert window_layout(size, 16) == layout
 
 
-@pytest.mark.parametrize("size", [160, 464, 1008])
-def test_window_layout_rejects_impossible_sizes(size):
-    with pytest.raises(ConfigError, match="model.input_size"):
-        window_layout(size)
+@pytest.mark.parametrize("size,near", [(160, "224"), (464, "448 or 480"), (1008, "960 or 1024")])
+def test_window_layout_rejects_impossible_sizes(size, near):
+    """The model raises its own ValueError, naming the nearest sizes; the config names its key."""
+    with pytest.raises(ValueError, match=f"input size {size} .*nearest sizes that can: {near}$") as err:
+        window_layout(size, 16)
+    assert not isinstance(err.value, ConfigError)
+    with pytest.raises(ValueError, match=f"input size {size}"):
+        build_segnext("tiny", size)
+    with pytest.raises(ConfigError, match=f"config key 'model.input_size': input size {size} .*{near}"):
+        load_config(None, ["model.arch=tiny", f"model.input_size={size}"])
 
 
 def test_windowed_blocks_only_mix_tokens_within_windows():

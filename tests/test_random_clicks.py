@@ -28,6 +28,14 @@ def irregular_gt() -> np.ndarray:
     return gt
 
 
+def in_another_process(code: str):
+    """The JSON that ``code`` prints (``json`` imported) in a new Python process that can import the tests."""
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(__file__) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    out = subprocess.run([sys.executable, "-c", "import json; " + code], capture_output=True, text=True, env=env,
+                         check=True)
+    return json.loads(out.stdout)
+
+
 def click_sequence(seed, gt, preds) -> list[tuple]:
     c = RandomClicker(gt, seed)
     return [tuple(c.next_click(p)) for p in preds]
@@ -47,13 +55,11 @@ def test_same_clicks_in_another_process():
     gt = irregular_gt()
     seeds = [derive_seed(0, "davis", i, d) for i in range(3) for d in range(2)]
     here = [click_sequence(s, gt, [np.zeros(gt.shape, bool), gt == 0]) for s in seeds]
-    code = ("import json, numpy as np, test_random_clicks as t; from clickseg.eval.protocols import derive_seed; "
+    code = ("import numpy as np, test_random_clicks as t; from clickseg.eval.protocols import derive_seed; "
             "gt = t.irregular_gt(); "
             "print(json.dumps([t.click_sequence(derive_seed(0, 'davis', i, d), gt, [np.zeros(gt.shape, bool), gt == 0]) "
             "for i in range(3) for d in range(2)]))")
-    env = {**os.environ, "PYTHONPATH": os.path.dirname(__file__) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
-    assert json.loads(out.stdout) == [[list(c) for c in seq] for seq in here]
+    assert in_another_process(code) == [[list(c) for c in seq] for seq in here]
 
 
 def test_first_click_uniform_over_object_pixels():

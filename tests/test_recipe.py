@@ -19,10 +19,10 @@ from shards.format import pack_masks
 from clickseg.config import AugmentConfig, ClickConfig, Config
 from clickseg.data import targets
 from clickseg.data.augment import augment, draw_geometry
-from clickseg.data.clicks import (border_region, correction_click, count_probs, negative_clicks,
-                                  padded_distance, positive_clicks, uniform_pixels)
+from clickseg.data.clicks import border_region, correction_click, count_probs, negative_clicks, positive_clicks
 from clickseg.data.targets import (MAX_AUGMENT_ATTEMPTS, Scene, Target, choose_target, live_objects,
                                    make_scene, surviving_roots)
+from clickseg.regions import padded_distance, uniform_pixels
 from clickseg.simulate import prepare_prompts
 
 Z_999 = 3.090232306167813  # standard normal 0.999 quantile

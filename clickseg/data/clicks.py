@@ -15,7 +15,7 @@ import numpy as np
 
 from clickseg.config import ClickConfig
 from clickseg.data.targets import Scene, Target
-from clickseg.eval.clickers import padded_distance
+from clickseg.regions import deeper_error, uniform_pixels
 
 PAD = -1.0
 _KERNEL = np.ones((3, 3), np.uint8)
@@ -26,36 +26,6 @@ def count_probs(n: int, gamma: float) -> np.ndarray:
     """P(i) proportional to gamma**i for i in 0..n-1."""
     p = gamma ** np.arange(n, dtype=np.float64)
     return p / p.sum()
-
-
-def uniform_pixels(region: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-    """k pixels (y, x) drawn uniformly with replacement from a bool mask; none when it is empty.
-
-    Candidates are drawn uniformly in the region's bounding box and kept when inside (each kept
-    one is uniform over the region); a sparse region is listed instead.
-    """
-    if k <= 0:
-        return np.zeros((0, 2), np.int64)
-    u8 = np.ascontiguousarray(region).view(np.uint8)
-    x0, y0, w, h = cv2.boundingRect(u8)
-    if w == 0 or h == 0:
-        return np.zeros((0, 2), np.int64)
-    box = u8[y0:y0 + h, x0:x0 + w]
-    count = cv2.countNonZero(box)
-    if count * 4 < w * h:
-        flat = np.flatnonzero(box)
-        ys, xs = np.divmod(flat[rng.integers(0, len(flat), size=k)], w)
-        return np.stack([ys + y0, xs + x0], axis=1)
-    picked: list[np.ndarray] = []
-    need = k
-    while need > 0:
-        m = 2 * need * w * h // count + 8
-        ys, xs = rng.integers(0, h, size=m), rng.integers(0, w, size=m)
-        inside = box[ys, xs] > 0
-        got = np.stack([ys[inside], xs[inside]], axis=1)[:need]
-        picked.append(got)
-        need -= len(got)
-    return np.concatenate(picked) + np.array([y0, x0])
 
 
 def positive_region(mask: np.ndarray, cfg: ClickConfig, rng: np.random.Generator) -> np.ndarray:
@@ -150,13 +120,14 @@ def correction_click(gt: np.ndarray, prob: np.ndarray, threshold: float,
     """SegNext's training correction click: in the false-negative region (gt and prob < threshold)
     when its deepest pixel is strictly deeper than the false-positive one's (not gt and
     prob > threshold), else in the false-positive region; the pixel uniform among those deeper
-    than half the larger depth (5x5 distance transform). None when there is no error."""
-    fn_dt = padded_distance(gt & (prob < threshold), 5)
-    fp_dt = padded_distance(~gt & (prob > threshold), 5)
-    fn_max, fp_max = float(fn_dt.max()), float(fp_dt.max())
-    positive = fn_max > fp_max
-    dt = fn_dt if positive else fp_dt
-    picked = uniform_pixels(dt > max(fn_max, fp_max) / 2.0, 1, rng)
+    than half the larger depth (5x5 distance transform). None when there is no error.
+
+    Not evaluation's ``random`` clicker, which draws uniformly over both error regions
+    (``clickseg.regions`` says how the two rules differ); a pixel exactly at the threshold is in
+    neither region here, as in SegNext's trainer.
+    """
+    positive, dt = deeper_error(gt & (prob < threshold), ~gt & (prob > threshold), 5)
+    picked = uniform_pixels(dt > float(dt.max()) / 2.0, 1, rng)
     if len(picked) == 0:
         return None
     return int(picked[0, 0]), int(picked[0, 1]), int(positive)

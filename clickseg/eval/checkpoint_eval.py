@@ -17,8 +17,7 @@ NOC_COLUMNS = ("NoC@85", "NoC@90", "NoC@95", "NoF@90", "NoF@95", "5-mIoU")
 
 
 def seconds_per_click(result: DatasetResult) -> float:
-    clicks = result.ious.size  # instances x draws x clicks, every click is predicted
-    return result.seconds / clicks if clicks else float("nan")
+    return result.seconds / result.clicks if result.clicks else float("nan")
 
 
 def format_table(dataset: str, label: str, row: dict, result: DatasetResult) -> str:

@@ -1,47 +1,24 @@
-"""Clickers: where a simulated user clicks next, given the ground truth and the current prediction.
+"""Clickers: where a simulated user clicks next, given the ground truth and the current prediction,
+and the jittered copies of a click that inference-time scaling adds.
 
 The "center" clicker is the deterministic reference protocol of RITM / SimpleClick /
 SegNext (``shared/spec/evaluation.md``). Clicks are ``(y, x, is_positive)``, i.e.
-(row, column) in the original image.
+(row, column) in the original image. The regions and draws they share with training's
+correction clicks are in ``clickseg.regions``.
 """
 from __future__ import annotations
 
 from typing import NamedTuple, Sequence
 
-import cv2
 import numpy as np
+
+from clickseg.regions import as_binary_mask, deeper_error, error_regions, pick_uniform
 
 
 class Click(NamedTuple):
     y: int
     x: int
     is_positive: bool
-
-
-def as_binary_mask(mask: np.ndarray, name: str = "pred_mask") -> np.ndarray:
-    """``mask`` as a bool array; accepts bool, or integers that are all 0/1.
-
-    Float arrays are refused: a probability map must be thresholded by the caller
-    (``prob > thr``), never silently cast (0.3 would become True).
-    """
-    mask = np.asarray(mask)
-    if mask.dtype == bool:
-        return mask
-    if np.issubdtype(mask.dtype, np.integer) and np.isin(mask, (0, 1)).all():
-        return mask.astype(bool)
-    raise TypeError(f"{name} must be a boolean mask (threshold probabilities first), "
-                    f"got dtype {mask.dtype}")
-
-
-def padded_distance(region: np.ndarray, mask_size: int = 0) -> np.ndarray:
-    """Euclidean distance of each region pixel to the nearest non-region pixel.
-
-    The one-pixel zero padding makes the image border count as outside. OpenCV's ``DIST_L2``
-    with ``mask_size`` 0 (``DIST_MASK_PRECISE``) is the exact transform; 5 is its 5x5
-    approximation, which SegNext's training correction clicks use.
-    """
-    padded = np.pad(region.astype(np.uint8), 1)
-    return cv2.distanceTransform(padded, cv2.DIST_L2, mask_size)[1:-1, 1:-1]
 
 
 def center_click(gt: np.ndarray, pred_mask: np.ndarray, not_clicked: np.ndarray) -> Click:
@@ -65,13 +42,8 @@ def center_click(gt: np.ndarray, pred_mask: np.ndarray, not_clicked: np.ndarray)
     if pred.shape != gt.shape or not_clicked.shape != gt.shape:
         raise ValueError(f"shape mismatch: gt {gt.shape}, pred_mask {pred.shape}, "
                          f"not_clicked {not_clicked.shape}")
-    valid = gt != -1
-    obj = gt == 1
-    keep = not_clicked.astype(np.float32)
-    fn_dt = padded_distance(obj & ~pred & valid) * keep
-    fp_dt = padded_distance(~obj & pred & valid) * keep
-    positive = bool(fn_dt.max() > fp_dt.max())
-    dt = fn_dt if positive else fp_dt
+    fn, fp = error_regions(gt, pred)
+    positive, dt = deeper_error(fn, fp, keep=not_clicked.astype(np.float32))
     y, x = np.unravel_index(int(np.argmax(dt)), dt.shape)  # argmax: first maximum, row-major
     return Click(int(y), int(x), positive)
 
@@ -106,17 +78,6 @@ class CenterClicker:
         click = center_click(self.gt, pred_mask, self.not_clicked)
         self._record(click)
         return click
-
-
-def error_regions(gt: np.ndarray, pred_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(false negatives, false positives) of a binary prediction; ignore pixels are in neither."""
-    gt = np.asarray(gt)
-    pred = as_binary_mask(pred_mask)
-    if pred.shape != gt.shape:
-        raise ValueError(f"shape mismatch: gt {gt.shape}, pred_mask {pred.shape}")
-    valid = gt != -1
-    obj = gt == 1
-    return obj & ~pred & valid, ~obj & pred & valid
 
 
 class RandomClicker:
@@ -159,18 +120,46 @@ class RandomClicker:
 
     def next_click(self, pred_mask: np.ndarray) -> Click:
         """The next click for the current binary prediction (all False before the first click)."""
-        if not self.clicks:
-            as_binary_mask(pred_mask)  # same checks as later clicks
-            click = self._pixel(self.object_pixels[self.rng.integers(self.object_pixels.size)], True)
-        else:
+        if self.clicks:
             fn, fp = error_regions(self.gt, pred_mask)
-            fn_idx, fp_idx = np.flatnonzero(fn), np.flatnonzero(fp)
-            n = fn_idx.size + fp_idx.size
-            if n == 0:
-                click = self._pixel(self.object_pixels[self.rng.integers(self.object_pixels.size)], True)
-            else:
-                u = int(self.rng.integers(n))
-                click = (self._pixel(fn_idx[u], True) if u < fn_idx.size
-                         else self._pixel(fp_idx[u - fn_idx.size], False))
+            # FN pixels, then FP ones: one draw over both picks a region in proportion to its area.
+            errors = np.concatenate([np.flatnonzero(fn), np.flatnonzero(fp)])
+        else:
+            as_binary_mask(pred_mask)  # same checks as later clicks
+            errors = np.zeros(0, np.int64)
+        if errors.size:
+            flat = pick_uniform(errors, self.rng)
+            click = self._pixel(flat, bool(fn.flat[flat]))
+        else:  # the first click, or a perfect prediction: a positive click on the object
+            click = self._pixel(pick_uniform(self.object_pixels, self.rng), True)
         self.clicks.append(click)
         return click
+
+
+def click_region(gt: np.ndarray, pred: np.ndarray, click: Click) -> np.ndarray:
+    """The region a click lies in: the error region it corrects (FN for a positive click, FP for
+    a negative one) at the time it was placed; the object / background when that region does
+    not contain the click (a confirming click on a perfect prediction, or the center clicker's
+    (0, 0) quirk)."""
+    fn, fp = error_regions(gt, pred)
+    region = fn if click.is_positive else fp
+    if not region[click.y, click.x]:
+        region = (gt == 1) if click.is_positive else (gt == 0)
+    return region
+
+
+def jitter_click(click: Click, region: np.ndarray, radius: int, rng: np.random.Generator) -> Click:
+    """A copy of ``click`` moved to a pixel drawn uniformly among the pixels of ``region`` within
+    Euclidean distance ``radius``; the click itself when there is none."""
+    if radius <= 0:
+        return click
+    h, w = region.shape
+    y0, y1 = max(0, click.y - radius), min(h, click.y + radius + 1)
+    x0, x1 = max(0, click.x - radius), min(w, click.x + radius + 1)
+    yy, xx = np.mgrid[y0:y1, x0:x1]
+    ok = region[y0:y1, x0:x1] & ((yy - click.y) ** 2 + (xx - click.x) ** 2 <= radius * radius)
+    flat = np.flatnonzero(ok)
+    if flat.size == 0:
+        return click
+    y, x = divmod(pick_uniform(flat, rng), x1 - x0)
+    return Click(int(y0 + y), int(x0 + x), click.is_positive)

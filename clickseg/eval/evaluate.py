@@ -5,7 +5,7 @@ epoch, dataset, protocol) with the summary metrics, their 95% bootstrap
 intervals over instances and the per-instance IoU after every click (averaged
 over draws; every draw in ``draw_ious`` when there are several). The
 protocol of a row is a label of all the options that change its numbers
-(``center``, ``random-c5``, ``random-c5-fliphv``, ``random-c5-K8r5``; scaling
+(``center``, ``center-target0.9``, ``random-c5-fliphv``, ``random-c5-K8r5``; scaling
 curve points end in ``-K<k>r<radius>@1``), so a new option gives new rows and never
 overwrites old ones. A checkpoint whose rows are all present is never evaluated
 again, so ``evaluate_run`` can be called any number of times (and ``follow_run``
@@ -25,7 +25,8 @@ import torch
 import shards
 from clickseg import rundir
 from clickseg.config import Config, ConfigError, EvalConfig, load_config
-from clickseg.eval.protocols import Protocol, Views, evaluate_views
+from clickseg.eval.metrics import first_reaching
+from clickseg.eval.protocols import Views, evaluate_views, label, options
 from clickseg.eval.summary import summarize_draws
 from clickseg.model import load_checkpoint
 from clickseg.predictor import Predictor
@@ -59,6 +60,7 @@ class DatasetResult:
     names: list[str]
     images: int
     seconds: float
+    clicks: int  # clicks predicted, over instances and draws (fewer than ious.size with target_iou)
 
     @property
     def mean_ious(self) -> np.ndarray:
@@ -66,19 +68,18 @@ class DatasetResult:
         return self.ious.mean(axis=1)
 
 
-def evaluate_dataset(predictor: Predictor, dataset_dir: str, cfg: EvalConfig | Protocol,
+def evaluate_dataset(predictor: Predictor, dataset_dir: str, cfg: EvalConfig,
                      dataset: str | None = None, max_instances: int | None = None) -> DatasetResult:
-    """Every instance of a dataset under one protocol (an ``EvalConfig`` or a ``Protocol``).
+    """Every instance of a dataset under the protocol ``cfg``.
 
     ``dataset`` (default: the directory's name) enters the click seeds, with the instance's
     index among the dataset's objects (empty ones included, so ``max_instances`` never changes
     the clicks of an instance). Each image is encoded once per view and shared by consecutive
     instances of the same image. Empty objects are skipped and counted.
     """
-    protocol = cfg if isinstance(cfg, Protocol) else Protocol.from_config(cfg)
-    limit = max_instances if max_instances is not None else getattr(cfg, "max_instances", 0)
+    limit = max_instances if max_instances is not None else cfg.max_instances
     dataset = dataset if dataset is not None else Path(dataset_dir).name
-    views = Views(predictor, protocol.flips)
+    views = Views(predictor, cfg.flips)
     rows, names, skipped, sources = [], [], 0, []
     t0 = time.perf_counter()
     for index, inst in enumerate(instances(dataset_dir, limit)):
@@ -88,38 +89,39 @@ def evaluate_dataset(predictor: Predictor, dataset_dir: str, cfg: EvalConfig | P
         if not sources or sources[-1] != inst.source:
             views.set_image(inst.image)
             sources.append(inst.source)
-        rows.append(evaluate_views(views, inst.gt, protocol, dataset, index))
+        rows.append(evaluate_views(views, inst.gt, cfg, dataset, index))
         names.append(f"{inst.source}#{inst.object_id}")
-    ious = np.asarray(rows, dtype=np.float64).reshape(-1, protocol.draws, protocol.n_clicks)
-    return DatasetResult(ious, skipped, names, len(set(sources)), time.perf_counter() - t0)
+    ious = np.asarray(rows, dtype=np.float64).reshape(-1, cfg.draws, cfg.n_clicks)
+    clicks = int(first_reaching(ious, cfg.target_iou)[1].sum()) if cfg.target_iou else ious.size
+    return DatasetResult(ious, skipped, names, len(set(sources)), time.perf_counter() - t0, clicks)
 
 
-def protocols_of(cfg: EvalConfig) -> list[tuple[Protocol, bool]]:
-    """(protocol, is a scaling-curve point) pairs that ``cfg`` asks for: the main protocol, then
-    mIoU@1 (one click) at each K of ``scaling_curve``."""
-    out = [(Protocol.from_config(cfg), False)]
-    out += [(Protocol.from_config(cfg, scaling=k, n_clicks=1), True) for k in cfg.scaling_curve]
+def protocols_of(cfg: EvalConfig) -> list[tuple[EvalConfig, bool]]:
+    """(protocol, is a scaling-curve point) pairs that ``cfg`` asks for: ``cfg`` itself, then
+    mIoU@1 (one click, where ``target_iou`` changes nothing) at each K of ``scaling_curve``."""
+    out = [(cfg, False)]
+    out += [(replace(cfg, scaling=k, n_clicks=1, target_iou=0.0), True) for k in cfg.scaling_curve]
     return out
 
 
-def row_label(protocol: Protocol, curve: bool) -> str:
-    """``protocol.label()``; for a scaling-curve point, the label at K = 1 then ``-K<k>r<radius>@1``."""
+def row_label(cfg: EvalConfig, curve: bool) -> str:
+    """``label(cfg)``; for a scaling-curve point, the label at K = 1 then ``-K<k>r<radius>@1``."""
     if not curve:
-        return protocol.label()
-    return f"{replace(protocol, scaling=1).label()}-K{protocol.scaling}r{protocol.jitter_radius}@1"
+        return label(cfg)
+    return f"{label(replace(cfg, scaling=1))}-K{cfg.scaling}r{cfg.jitter_radius}@1"
 
 
 def tb_tag(dataset: str, label: str, metric: str) -> str:
     return f"eval/{dataset}/{metric}" if label == "center" else f"eval/{dataset}/{label}/{metric}"
 
 
-def make_row(experiment: str, epoch: int, dataset: str, protocol: Protocol, curve: bool, result: DatasetResult,
+def make_row(experiment: str, epoch: int, dataset: str, protocol: EvalConfig, curve: bool, result: DatasetResult,
              checkpoint_path: str, max_instances: int = 0) -> dict:
     """One results.jsonl row: summary with CIs, per-instance IoUs (draw mean) and, for several
     draws, the IoU of every draw."""
     metrics, ci = summarize_draws(result.ious) if len(result.ious) else ({}, {})
     row = {"experiment": experiment, "epoch": epoch, "dataset": dataset, "protocol": row_label(protocol, curve),
-           "clicker": protocol.name, "options": protocol.options(), "scaling_curve": curve,
+           "clicker": protocol.protocol, "options": options(protocol), "scaling_curve": curve,
            "threshold": protocol.threshold, "n_clicks": protocol.n_clicks, "draws": protocol.draws,
            "seed": protocol.seed, "max_instances": max_instances, "instances": len(result.ious),
            "skipped_empty": result.skipped_empty,

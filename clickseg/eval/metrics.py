@@ -5,7 +5,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from clickseg.eval.clickers import CenterClicker, Click, as_binary_mask
+from clickseg.eval.clickers import CenterClicker, Click
+from clickseg.regions import as_binary_mask
 
 THRESHOLDS = (0.85, 0.90, 0.95)
 
@@ -27,11 +28,54 @@ def iou(pred_mask: np.ndarray, gt: np.ndarray) -> float:
     return inter / union if union else float("nan")
 
 
-def summarize(ious: np.ndarray, thresholds: Sequence[float] = THRESHOLDS) -> dict[str, float]:
-    """Summary of an (instances x clicks) IoU array.
+def first_reaching(ious: np.ndarray, t: float) -> tuple[np.ndarray, np.ndarray]:
+    """(reached, first) along the last (clicks) axis: whether some IoU >= t, and the 1-based index
+    of the first such click, the click budget (the axis length) where none is. NaN never reaches."""
+    hits = np.nan_to_num(np.asarray(ious, dtype=np.float64), nan=-np.inf) >= t
+    reached = hits.any(axis=-1)
+    return reached, np.where(reached, hits.argmax(axis=-1) + 1, hits.shape[-1])
 
-    Keys: ``instances``; ``mIoU@1`` .. ``mIoU@n``; ``NoC@85``, ``NoF@85`` etc. for each
-    threshold (named by ``round(100 * t)``); ``5-mIoU`` when n >= 5.
+
+def per_instance(ious: np.ndarray, thresholds: Sequence[float] = THRESHOLDS) -> dict[str, np.ndarray]:
+    """Per-instance values of every summary metric from an (instances, draws, clicks) array.
+
+    Draws are averaged within an instance: ``mIoU@k`` is the mean IoU after k clicks,
+    ``NoC@t`` the mean over draws of the first click reaching t (the budget n when never;
+    NaN never reaches), ``NoF@t`` the fraction of draws that never reach t, ``5-mIoU`` the
+    mean of ``mIoU@1..5`` (when n >= 5). Thresholds are named by ``round(100 * t)``.
+    """
+    ious = np.asarray(ious, dtype=np.float64)
+    if ious.ndim != 3 or 0 in ious.shape:
+        raise ValueError(f"expected a non-empty (instances, draws, clicks) array, got shape {ious.shape}")
+    n = ious.shape[2]
+    mean_iou = ious.mean(axis=1)
+    out = {f"mIoU@{k + 1}": mean_iou[:, k] for k in range(n)}
+    for t in thresholds:
+        reached, first = first_reaching(ious, t)
+        name = f"{round(t * 100)}"
+        out[f"NoC@{name}"] = first.mean(axis=1)
+        out[f"NoF@{name}"] = (~reached).mean(axis=1)
+    if n >= 5:
+        out["5-mIoU"] = mean_iou[:, :5].mean(axis=1)
+    return out
+
+
+def over_instances(values: dict[str, np.ndarray], draws: int) -> dict[str, float]:
+    """Each :func:`per_instance` value over the instances: the mean, for ``NoF@t`` the sum (an
+    expected number of failures; an int with one draw)."""
+    out: dict[str, float] = {}
+    for name, v in values.items():
+        if name.startswith("NoF"):
+            total = float(v.sum())
+            out[name] = int(round(total)) if draws == 1 else total
+        else:
+            out[name] = float(v.mean())
+    return out
+
+
+def summarize(ious: np.ndarray, thresholds: Sequence[float] = THRESHOLDS) -> dict[str, float]:
+    """Summary of an (instances x clicks) IoU array: ``instances`` and :func:`per_instance`'s
+    metrics over the instances (``mIoU@1`` .. ``mIoU@n``, ``NoC@85``, ``NoF@85`` ... ``5-mIoU``).
 
     mIoU@k is the plain mean over instances, not a nanmean, as the reference: NaN
     needs an empty object, and empty objects are skipped before evaluation, so a NaN
@@ -42,21 +86,7 @@ def summarize(ious: np.ndarray, thresholds: Sequence[float] = THRESHOLDS) -> dic
     ious = np.asarray(ious, dtype=np.float64)
     if ious.ndim != 2 or ious.shape[0] == 0 or ious.shape[1] == 0:
         raise ValueError(f"expected a non-empty (instances, clicks) array, got shape {ious.shape}")
-    n_inst, n = ious.shape
-    out: dict[str, float] = {"instances": n_inst}
-    means = ious.mean(axis=0)
-    for k in range(n):
-        out[f"mIoU@{k + 1}"] = float(means[k])
-    for t in thresholds:
-        reached = np.nan_to_num(ious, nan=-np.inf) >= t
-        ever = reached.any(axis=1)
-        first = np.where(ever, reached.argmax(axis=1) + 1, n)
-        name = f"{round(t * 100)}"
-        out[f"NoC@{name}"] = float(first.mean())
-        out[f"NoF@{name}"] = int((~ever).sum())
-    if n >= 5:
-        out["5-mIoU"] = float(means[:5].mean())
-    return out
+    return {"instances": ious.shape[0], **over_instances(per_instance(ious[:, None, :], thresholds), 1)}
 
 
 def evaluate_instance(predict_fn: Callable[[list[Click]], np.ndarray], gt: np.ndarray, n_clicks: int,

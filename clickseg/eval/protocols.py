@@ -1,84 +1,68 @@
 """One evaluator for every click protocol: center or random clicks, draws, test-time flips and
 inference-time scaling, run as batches against image features computed once per view.
 
+A protocol is an ``EvalConfig`` (``clickseg.config``: every option, its default and its check);
+this module adds what the evaluator derives from one: its views, its result-row label and the
+options recorded with a row.
+
 For one instance, all ``draws`` advance click by click in lockstep. At each click every draw
 contributes ``scaling`` prompt variants (the user's clicks, then ``scaling - 1`` jittered
 copies); all of them are decoded in one batched call per view (identity and the flips), the
 probabilities are mapped back to the original orientation and averaged per draw (in float64,
 then float32, so averaging identical maps is exact), and the average is thresholded, scored
 and fed back as every variant's previous mask. ``scaling = 1`` without flips is exactly the
-plain click loop (``clickseg.eval.metrics.evaluate_instance`` for the center protocol).
+plain click loop (``clickseg.eval.metrics.evaluate_instance`` for the center protocol). With
+``target_iou``, a draw that reaches it is no longer decoded (the batch shrinks; an instance
+whose draws have all reached it costs no more calls).
 """
 from __future__ import annotations
 
 import copy
 import zlib
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict
 from typing import Sequence
 
 import numpy as np
 
-from clickseg.eval.clickers import CenterClicker, Click, RandomClicker, error_regions
+from clickseg.config import EvalConfig
+from clickseg.eval.clickers import CenterClicker, Click, RandomClicker, click_region, jitter_click
 from clickseg.eval.metrics import iou
 
-# Views per ``flips`` value; "" is the identity, "h" mirrors columns, "v" mirrors rows.
-VIEWS = {"none": ("",), "h": ("", "h"), "v": ("", "v"), "hv": ("", "h", "v", "hv")}
 CLICK_STREAM, JITTER_STREAM = 0, 1
+# EvalConfig keys that do not change an instance's numbers (max_instances is recorded apart).
+_NOT_OPTIONS = ("protocol", "scaling_curve", "max_batch", "max_instances")
 
 
-@dataclass(frozen=True)
-class Protocol:
-    """Everything that fixes the numbers of an evaluation (see ``EvalConfig`` for each field)."""
-    name: str = "center"
-    n_clicks: int = 20
-    threshold: float = 0.49
-    draws: int = 1
-    seed: int = 0
-    flips: str = "none"
-    scaling: int = 1
-    jitter_radius: int = 5
-    max_batch: int = 0  # 0: auto_batch(device)
+def flip_views(flips: str) -> tuple[str, ...]:
+    """The views of ``flips``: "" (identity), then each flip, then both; "h" mirrors columns,
+    "v" rows (``hv`` -> ``("", "h", "v", "hv")``)."""
+    if flips == "none":
+        return ("",)
+    return ("",) + tuple(flips) + ((flips,) if len(flips) > 1 else ())
 
-    def __post_init__(self):
-        if self.name not in ("center", "random"):
-            raise ValueError(f"protocol name must be 'center' or 'random', got {self.name!r}")
-        if self.flips not in VIEWS:
-            raise ValueError(f"flips must be one of {tuple(VIEWS)}, got {self.flips!r}")
-        for key in ("n_clicks", "draws", "scaling"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"protocol {key} must be >= 1, got {getattr(self, key)}")
-        if self.seed < 0 or self.jitter_radius < 0 or self.max_batch < 0:
-            raise ValueError("protocol seed, jitter_radius and max_batch must be >= 0")
 
-    @classmethod
-    def from_config(cls, cfg, **changes) -> "Protocol":
-        """From an ``EvalConfig`` (``protocol`` becomes ``name``), with field ``changes``."""
-        names = {f.name for f in fields(cls)}
-        values = {k: v for k, v in asdict(cfg).items() if k in names}
-        values["name"] = cfg.protocol
-        return replace(cls(**values), **changes)
+def label(cfg: EvalConfig) -> str:
+    """Short name of every option that changes the numbers, the ``protocol`` of result rows,
+    e.g. ``random-c5-fliphv-K8r5``; defaults add nothing."""
+    out = cfg.protocol
+    if cfg.draws > 1:
+        out += f"-c{cfg.draws}"
+    if cfg.protocol == "random" and cfg.seed:
+        out += f"-s{cfg.seed}"
+    if cfg.threshold != 0.49:
+        out += f"-t{cfg.threshold:g}"
+    if cfg.target_iou:
+        out += f"-target{cfg.target_iou:g}"
+    if cfg.flips != "none":
+        out += f"-flip{cfg.flips}"
+    if cfg.scaling > 1:
+        out += f"-K{cfg.scaling}r{cfg.jitter_radius}"
+    return out
 
-    @property
-    def views(self) -> tuple[str, ...]:
-        return VIEWS[self.flips]
 
-    def label(self) -> str:
-        """Short name used as the ``protocol`` of result rows, e.g. ``random-c5-fliphv-K8r5``."""
-        out = self.name
-        if self.draws > 1:
-            out += f"-c{self.draws}"
-        if self.name == "random" and self.seed:
-            out += f"-s{self.seed}"
-        if self.threshold != 0.49:
-            out += f"-t{self.threshold:g}"
-        if self.flips != "none":
-            out += f"-flip{self.flips}"
-        if self.scaling > 1:
-            out += f"-K{self.scaling}r{self.jitter_radius}"
-        return out
-
-    def options(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k != "max_batch"}
+def options(cfg: EvalConfig) -> dict:
+    """The options of a result row: the clicker as ``name``, then every key that changes the numbers."""
+    return {"name": cfg.protocol, **{k: v for k, v in asdict(cfg).items() if k not in _NOT_OPTIONS}}
 
 
 def derive_seed(seed: int, dataset: str, instance: int, draw: int, stream: int = CLICK_STREAM) -> tuple[int, ...]:
@@ -113,35 +97,6 @@ def flip_clicks(clicks: Sequence[Click], view: str, shape: tuple[int, int]) -> l
             for c in clicks]
 
 
-def click_region(gt: np.ndarray, pred: np.ndarray, click: Click) -> np.ndarray:
-    """The region a click lies in: the error region it corrects (FN for a positive click, FP for
-    a negative one) at the time it was placed; the object / background when that region does
-    not contain the click (a confirming click on a perfect prediction, or the center clicker's
-    (0, 0) quirk)."""
-    fn, fp = error_regions(gt, pred)
-    region = fn if click.is_positive else fp
-    if not region[click.y, click.x]:
-        region = (gt == 1) if click.is_positive else (gt == 0)
-    return region
-
-
-def jitter_click(click: Click, region: np.ndarray, radius: int, rng: np.random.Generator) -> Click:
-    """A copy of ``click`` moved to a pixel drawn uniformly among the pixels of ``region`` within
-    Euclidean distance ``radius``; the click itself when there is none."""
-    if radius <= 0:
-        return click
-    h, w = region.shape
-    y0, y1 = max(0, click.y - radius), min(h, click.y + radius + 1)
-    x0, x1 = max(0, click.x - radius), min(w, click.x + radius + 1)
-    yy, xx = np.mgrid[y0:y1, x0:x1]
-    ok = region[y0:y1, x0:x1] & ((yy - click.y) ** 2 + (xx - click.x) ** 2 <= radius * radius)
-    ys, xs = np.nonzero(ok)
-    if ys.size == 0:
-        return click
-    i = int(rng.integers(ys.size))
-    return Click(int(y0 + ys[i]), int(x0 + xs[i]), click.is_positive)
-
-
 # --------------------------------------------------------------------------- evaluation
 
 
@@ -149,7 +104,7 @@ class Views:
     """One predictor per view of the protocol, sharing the model; ``set_image`` encodes each view once."""
 
     def __init__(self, predictor, flips: str = "none"):
-        self.items = [(view, predictor if view == "" else copy.copy(predictor)) for view in VIEWS[flips]]
+        self.items = [(view, predictor if view == "" else copy.copy(predictor)) for view in flip_views(flips)]
 
     def set_image(self, image: np.ndarray) -> None:
         for view, p in self.items:
@@ -172,58 +127,65 @@ def _decode(pred, click_lists: list[list[Click]], prev: np.ndarray | None, max_b
     return np.concatenate(outs) if len(outs) > 1 else outs[0]
 
 
-def make_clicker(protocol: Protocol, gt: np.ndarray, seed):
-    return RandomClicker(gt, seed) if protocol.name == "random" else CenterClicker(gt)
+def make_clicker(cfg: EvalConfig, gt: np.ndarray, seed):
+    return RandomClicker(gt, seed) if cfg.protocol == "random" else CenterClicker(gt)
 
 
-def evaluate_views(views: Views, gt: np.ndarray, protocol: Protocol, dataset: str = "",
+def evaluate_views(views: Views, gt: np.ndarray, cfg: EvalConfig, dataset: str = "",
                    instance: int = 0) -> np.ndarray:
     """IoU after each click for every draw of one instance: a (draws, n_clicks) array.
 
     ``views`` must hold the instance's image (``Views.set_image``); ``dataset`` and ``instance``
-    (its index in the dataset) derive the click and jitter seeds from ``protocol.seed``.
+    (its index in the dataset) derive the click and jitter seeds from ``cfg.seed``. A draw that
+    reaches ``cfg.target_iou`` (when set) stops; its later entries repeat the IoU it reached.
     """
     gt = np.asarray(gt)
-    p = protocol
-    n_clicks = p.n_clicks
-    d_count, k_count = p.draws, p.scaling
+    n_clicks = cfg.n_clicks
+    d_count, k_count = cfg.draws, cfg.scaling
     shape = gt.shape
-    clickers = [make_clicker(p, gt, derive_seed(p.seed, dataset, instance, d)) for d in range(d_count)]
-    jitter_rngs = [[np.random.default_rng(derive_seed(p.seed, dataset, instance, d, JITTER_STREAM + v))
+    clickers = [make_clicker(cfg, gt, derive_seed(cfg.seed, dataset, instance, d)) for d in range(d_count)]
+    jitter_rngs = [[np.random.default_rng(derive_seed(cfg.seed, dataset, instance, d, JITTER_STREAM + v))
                     for v in range(1, k_count)] for d in range(d_count)]
     prompts = [[[] for _ in range(k_count)] for _ in range(d_count)]  # draw -> variant -> clicks
     prob = np.zeros((d_count,) + shape, dtype=np.float32)
     pred = np.zeros((d_count,) + shape, dtype=bool)
     out = np.empty((d_count, n_clicks), dtype=np.float64)
+    live = np.arange(d_count)  # the draws still clicking
     for k in range(n_clicks):
-        for d in range(d_count):
+        for d in live:
             click = clickers[d].next_click(pred[d])
             prompts[d][0].append(click)
             if k_count > 1:
                 region = click_region(gt, pred[d], click)
                 for v in range(1, k_count):
-                    prompts[d][v].append(jitter_click(click, region, p.jitter_radius, jitter_rngs[d][v - 1]))
-        flat = [list(prompts[d][v]) for d in range(d_count) for v in range(k_count)]
-        prev = None if k == 0 else np.repeat(prob, k_count, axis=0)
-        total = np.zeros((d_count * k_count,) + shape, dtype=np.float64)
+                    prompts[d][v].append(jitter_click(click, region, cfg.jitter_radius, jitter_rngs[d][v - 1]))
+        flat = [list(prompts[d][v]) for d in live for v in range(k_count)]
+        prev = None if k == 0 else np.repeat(prob[live], k_count, axis=0)
+        total = np.zeros((live.size * k_count,) + shape, dtype=np.float64)
         for view, predictor in views.items:
             lists = [flip_clicks(c, view, shape) for c in flat] if view else flat
             view_prev = None if prev is None else flip_maps(prev, view)
-            probs = _decode(predictor, lists, view_prev, p.max_batch)
+            probs = _decode(predictor, lists, view_prev, cfg.max_batch)
             if probs.shape != total.shape:
                 raise ValueError(f"predict_batch returned shape {probs.shape}, expected {total.shape}")
             total += flip_maps(probs, view)
         n_maps = k_count * len(views.items)
-        prob = (total.reshape((d_count, k_count) + shape).sum(axis=1) / n_maps).astype(np.float32)
-        pred = prob > p.threshold
-        for d in range(d_count):
+        prob[live] = (total.reshape((live.size, k_count) + shape).sum(axis=1) / n_maps).astype(np.float32)
+        pred[live] = prob[live] > cfg.threshold
+        for d in live:
             out[d, k] = iou(pred[d], gt)
+        if cfg.target_iou:
+            done = live[out[live, k] >= cfg.target_iou]  # NaN never reaches
+            out[done, k + 1:] = out[done, k:k + 1]
+            live = np.setdiff1d(live, done)
+            if live.size == 0:
+                break
     return out
 
 
-def evaluate_image_instance(predictor, image: np.ndarray, gt: np.ndarray, protocol: Protocol,
+def evaluate_image_instance(predictor, image: np.ndarray, gt: np.ndarray, cfg: EvalConfig,
                             dataset: str = "", instance: int = 0) -> np.ndarray:
     """Convenience: set the image on fresh views of ``predictor`` and evaluate one instance."""
-    views = Views(predictor, protocol.flips)
+    views = Views(predictor, cfg.flips)
     views.set_image(image)
-    return evaluate_views(views, gt, protocol, dataset, instance)
+    return evaluate_views(views, gt, cfg, dataset, instance)

@@ -8,8 +8,7 @@ from torch import nn
 from timm.layers import PatchEmbed
 from timm.models.vision_transformer import Block
 
-from clickseg.architectures import is_global_block
-from clickseg.config import window_layout
+from clickseg.architectures import is_global_block, window_layout
 
 
 class ImageEncoder(nn.Module):
