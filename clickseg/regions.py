@@ -3,10 +3,10 @@ and evaluation's clickers (``clickseg.eval.clickers``).
 
 Two click rules use them, and they are different rules on purpose:
 
-- training's correction click (SegNext's trainer, ``training-recipe.md``): the error region whose
+- training's correction click (SegNext's trainer): the error region whose
   deepest pixel is deeper (:func:`deeper_error`, 5x5 distance transform), then a pixel uniform in
   its inner half (:func:`uniform_pixels`);
-- evaluation's ``random`` clicker (the research notes, ``evaluation.md``): a pixel uniform over
+- evaluation's ``random`` clicker (README: Evaluation protocols): a pixel uniform over
   both error regions together (:func:`error_regions`, :func:`pick_uniform`), so the region is
   chosen in proportion to its area, with no depth at all.
 

@@ -158,6 +158,8 @@ class TrainState:
     pid: int = 0
     slurm_job: str = ""
     time: float = 0.0
+    hosts: list[str] | None = None  # the host of every rank, by rank
+    node_errors: dict[str, str] | None = None  # failed: the error of each node that reported one
     rank_param_checksums: list[float] | None = None
 
     def eta_s(self) -> float | None:
@@ -196,18 +198,42 @@ def write_state(run_dir: str | Path, status: Status, epoch: int, step: int = 0, 
     return state
 
 
-def mark_failed(run_dir: str | Path, error: str) -> None:
-    """Record a failure with its error, keeping the epoch and step reached. Never raises: it
-    runs while another error is being reported."""
+def mark_failed(run_dir: str | Path, error: str, source: str = "") -> None:
+    """Record a failure with its error, keeping the epoch, step and hosts reached. ``source``
+    (e.g. ``node 1 (host)``) names where it happened: failures of several sources of the same
+    run (the nodes of one job) are all kept, in ``node_errors`` and joined in ``error``. Never
+    raises: it runs while another error is being reported."""
     try:
-        previous = read_state(run_dir)
-    except ValueError:
-        previous = None
-    try:
-        write_state(run_dir, Status.FAILED, previous.epoch if previous else 0, previous.step if previous else 0,
-                    error=error[-4000:])
+        with _state_lock(run_dir):
+            try:
+                previous = read_state(run_dir)
+            except ValueError:
+                previous = None
+            errors = dict(previous.node_errors or {}) if previous and previous.status is Status.FAILED else {}
+            if source:
+                errors[source] = error[-4000:]
+            text = "\n".join(f"{k}: {v}" for k, v in errors.items()) if errors else error
+            keep = {"hosts": previous.hosts, "total_steps": previous.total_steps} if previous else {}
+            write_state(run_dir, Status.FAILED, previous.epoch if previous else 0, previous.step if previous else 0,
+                        error=text[-8000:], node_errors=errors or None, **keep)
     except OSError as e:
         log.error("could not record the failure of %s: %s", run_dir, e)
+
+
+@contextmanager
+def _state_lock(run_dir: str | Path) -> Iterator[None]:
+    """Serialises read-modify-write of the state file (the nodes of one job report at once)."""
+    path = Path(run_dir) / ".state.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:
+            pass
+        yield
+    finally:
+        os.close(fd)
 
 
 # --- results -----------------------------------------------------------------------------------

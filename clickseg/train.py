@@ -28,7 +28,7 @@ os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import gather_object, set_seed
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -186,6 +186,13 @@ class Run:
     scheduler: Any
     steps_per_epoch: int
     stop: StopRequest
+    hosts: list[str]  # the host of every rank
+
+    def record(self, status: Status, position: Position, **extra) -> None:
+        """Write ``train_state.json`` (main process only)."""
+        if self.accelerator.is_main_process:
+            rundir.write_state(self.run_dir, status, position.epoch, position.step, hosts=self.hosts,
+                               total_steps=self.cfg.train.epochs * self.steps_per_epoch, **extra)
 
 
 @dataclass
@@ -220,7 +227,11 @@ def _train(cfg: Config, run_dir: Path, stop: StopRequest) -> None:
     scheduler = make_scheduler(optimizer, steps_per_epoch, cfg.train)
     position = resume(run_dir, model, optimizer, scheduler, accelerator)
     model, optimizer = accelerator.prepare(model, optimizer)
-    run = Run(cfg, run_dir, accelerator, model, optimizer, scheduler, steps_per_epoch, stop)
+    hosts = gather_object([socket.gethostname()]) if accelerator.num_processes > 1 else [socket.gethostname()]
+    run = Run(cfg, run_dir, accelerator, model, optimizer, scheduler, steps_per_epoch, stop, hosts)
+    rank = accelerator.process_index
+    print(f"[rank {rank} of {accelerator.num_processes} on {hosts[rank]}] reads "
+          f"{TrainStream(cfg, rank, accelerator.num_processes).describe_rank()}", flush=True)
     accelerator.init_trackers("tb", config={"name": cfg.name})
     progress = Progress(run, position)
 
@@ -234,15 +245,13 @@ def _train(cfg: Config, run_dir: Path, stop: StopRequest) -> None:
         save_checkpoint(run, position)
         if end.stop_requested and position.epoch < cfg.train.epochs:
             accelerator.print(f"stop requested: stopped after the checkpoint of epoch {position.epoch}")
-            if accelerator.is_main_process:
-                rundir.write_state(run_dir, Status.INTERRUPTED, position.epoch, position.step)
+            run.record(Status.INTERRUPTED, position)
             break
     progress.close()
     if position.epoch >= cfg.train.epochs:
         checksums = accelerator.gather(parameter_checksum(model).to(accelerator.device)).tolist()
-        if accelerator.is_main_process:
-            # One checksum per rank: DDP keeps them identical; a difference means the ranks diverged.
-            rundir.write_state(run_dir, Status.DONE, cfg.train.epochs, position.step, rank_param_checksums=checksums)
+        # One checksum per rank: DDP keeps them identical; a difference means the ranks diverged.
+        run.record(Status.DONE, position, rank_param_checksums=checksums)
     accelerator.end_training()
     # Free DDP objects before the process group goes away (avoids a gloo teardown abort).
     del model, optimizer, run, progress
@@ -313,6 +322,8 @@ def train_epoch(run: Run, start: Position, progress: "Progress") -> EpochEnd:
                              "train/samples_per_s": samples / (time.time() - t0)}, step=step)
         progress.update(step)
         stop = run.stop.agreed(accelerator)  # every rank asks after every step: all stop at the same one
+        if stop:
+            print(f"[rank {rank} on {run.hosts[rank]}] stop requested: stopping after step {step}", flush=True)
         if stop and batch_index + 1 < run.steps_per_epoch:
             return EpochEnd(Position(start.epoch, batch_index + 1, step), True, loss.item(), skipped,
                             time.time() - t0, samples, click_rng=rng)
@@ -353,14 +364,13 @@ def save_checkpoint(run: Run, position: Position, click_rng: np.random.Generator
                                        position.epoch, position.step, **extra)
         if position.batch:
             checkpoint.atomic_save(contents, rundir.interrupt_path(run_dir))
-            rundir.write_state(run_dir, Status.INTERRUPTED, position.epoch, position.step)
+            run.record(Status.INTERRUPTED, position)
             accelerator.print(f"stop requested: interrupt checkpoint at epoch {position.epoch}, "
                               f"batch {position.batch}, step {position.step}")
         else:
             checkpoint.atomic_save(contents, rundir.checkpoint_path(run_dir, position.epoch))
             rundir.interrupt_path(run_dir).unlink(missing_ok=True)
-            rundir.write_state(run_dir, Status.RUNNING, position.epoch, position.step,
-                               total_steps=run.cfg.train.epochs * run.steps_per_epoch)
+            run.record(Status.RUNNING, position)
     accelerator.wait_for_everyone()
 
 
@@ -371,13 +381,11 @@ class Progress:
 
     def __init__(self, run: Run, start: Position, every_s: float = 10.0) -> None:
         self.run, self.every_s = run, every_s
-        self.total_steps = run.cfg.train.epochs * run.steps_per_epoch
         self.active = run.accelerator.is_main_process
         self.bar = None
         self.mark = (time.time(), start.step)
         self.epoch = start.epoch
-        if self.active:
-            rundir.write_state(run.run_dir, Status.RUNNING, start.epoch, start.step, total_steps=self.total_steps)
+        run.record(Status.RUNNING, start)
 
     def start_epoch(self, start: Position) -> None:
         self.close()
@@ -395,8 +403,7 @@ class Progress:
         now = time.time()
         if now - self.mark[0] >= self.every_s:
             speed = (step - self.mark[1]) / (now - self.mark[0])
-            rundir.write_state(self.run.run_dir, Status.RUNNING, self.epoch, step, total_steps=self.total_steps,
-                               steps_per_s=round(speed, 4))
+            self.run.record(Status.RUNNING, Position(self.epoch, 0, step), steps_per_s=round(speed, 4))
             self.mark = (now, step)
 
     def close(self) -> None:

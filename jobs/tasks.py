@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,8 +21,6 @@ def rendezvous_port() -> int:
     job = os.environ.get("SLURM_JOB_ID")
     if job and job.isdigit():
         return 20000 + int(job) % 20000
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -187,8 +186,10 @@ def train_task(run_dir: str) -> str:
             _launcher = None
     if proc.returncode != 0:
         tail = log_path.read_text()[-4000:]
-        if rank == 0 and "RunLockedError" not in tail:
-            rundir.mark_failed(run, tail)
+        if "RunLockedError" not in tail:  # a refused second start: the state belongs to the running one
+            host = socket.gethostname()
+            rundir.mark_failed(run, f"the training exited with code {proc.returncode}; {log_path}:\n{tail}",
+                               source=f"node {rank} ({host})" if nodes > 1 else "")
         raise RuntimeError(f"training of {run} failed with exit code {proc.returncode}; see {log_path}:\n{tail}")
     return str(run)
 

@@ -1,4 +1,4 @@
-"""Converter for RITM's combined COCO+LVIS annotations (layout: spec/datasets.md).
+"""Converter for RITM's combined COCO+LVIS annotations (layout: README, Datasets).
 
 ``<root>/<split>/images/<id>.jpg``, ``<root>/<split>/masks/<id>.pickle`` and
 ``<root>/<split>/hannotation.pickle``; items are taken in sorted image-id order.

@@ -1,4 +1,4 @@
-"""Seeded synthetic source datasets in the exact on-disk layouts of spec/datasets.md.
+"""Seeded synthetic source datasets in the exact on-disk layouts the converters read (README: Datasets).
 
 Scenes are smooth textured backgrounds (upsampled low-frequency noise plus a
 gradient) with objects of varied shape (ellipses, polygons, blobs, blobs with a

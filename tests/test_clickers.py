@@ -19,7 +19,7 @@ def brute_sq_dist(region: np.ndarray) -> np.ndarray:
 
 
 def brute_click(gt: np.ndarray, pred: np.ndarray, used: set) -> Click:
-    """evaluation.md's center click, written with loops and integer squared distances."""
+    """SegNext's center click (isegm/inference/clicker.py), written with loops and integer squared distances."""
     valid, obj = gt != -1, gt == 1
     fn = brute_sq_dist(obj & ~pred & valid)
     fp = brute_sq_dist(~obj & pred & valid)

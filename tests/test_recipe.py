@@ -1,4 +1,4 @@
-"""SegNext's training recipe (docs: /work/shared/spec/training-recipe.md, sections 1 and 2): every
+"""SegNext's training recipe (README: The training recipe): every
 random component of the data pipeline follows its formula over many seeded draws.
 
 Frequencies are checked with a chi-square test (bins with an expected count under 5 pooled with

@@ -21,7 +21,7 @@ def _batch(b: int = 3, t: int = 64) -> tuple[torch.Tensor, torch.Tensor, torch.T
 
 
 def _segnext_click_set(prob: np.ndarray, gt: np.ndarray):
-    """SegNext's get_next_points for one sample, written from training-recipe.md section 2: the
+    """SegNext's get_next_points for one sample, written from SegNext's trainer (isegm/engine/trainer.py): the
     click's label and the set of pixels it is drawn from (None when there is no error)."""
     fn = np.pad(gt & (prob < 0.49), 1).astype(np.uint8)
     fp = np.pad(~gt & (prob > 0.49), 1).astype(np.uint8)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterator, Union
 
 import cv2
@@ -207,6 +208,15 @@ class TrainStream(IterableDataset):
         manifest = shards.read_manifest(cfg.data.train)
         self.urls = shards.shard_paths(cfg.data.train, manifest)
         self.promised = {url: int(rec["samples"]) for url, rec in zip(self.urls, manifest["shards"])}
+
+    def describe_rank(self) -> str:
+        """What this rank reads, over all its data loader workers (for the training log)."""
+        n = max(1, self.cfg.data.num_workers)
+        parts = [assign(self.urls, Slot(self.rank * n + w, self.world_size * n)) for w in range(n)]
+        if any(by_sample for _, by_sample in parts):
+            return f"every {self.world_size * n}-th sample of all {len(self.urls)} shards"
+        names = sorted(Path(u).name for urls, _ in parts for u in urls)
+        return f"{len(names)} of {len(self.urls)} shards: {' '.join(names)}"
 
     def __iter__(self) -> Iterator[dict]:
         slot = current_slot(self.rank, self.world_size)

@@ -2,7 +2,7 @@
 and the jittered copies of a click that inference-time scaling adds.
 
 The "center" clicker is the deterministic reference protocol of RITM / SimpleClick /
-SegNext (``shared/spec/evaluation.md``). Clicks are ``(y, x, is_positive)``, i.e.
+SegNext (``isegm/inference/clicker.py``). Clicks are ``(y, x, is_positive)``, i.e.
 (row, column) in the original image. The regions and draws they share with training's
 correction clicks are in ``clickseg.regions``.
 """

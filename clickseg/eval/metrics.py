@@ -1,4 +1,4 @@
-"""Metrics of the click protocol: IoU, mIoU@k, NoC@t, NoF@t, 5-mIoU (``shared/spec/evaluation.md``)."""
+"""Metrics of the click protocol: IoU, mIoU@k, NoC@t, NoF@t, 5-mIoU (README: Evaluation protocols)."""
 from __future__ import annotations
 
 from typing import Callable, Sequence

@@ -2,7 +2,7 @@
 SegNext's serialised model config is read or written.
 
 A SegNext checkpoint is ``{'state_dict': ..., 'config': {'class': ..., 'params': {name:
-{'type': 'builtin', 'value': ..., 'specified': bool}}}}`` (``shared/spec/segnext-compat.md``).
+{'type': 'builtin', 'value': ..., 'specified': bool}}}}``.
 """
 from __future__ import annotations
 
