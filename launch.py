@@ -7,8 +7,8 @@
     python launch.py sweep configs/demo.yaml [key=value ...] # run or submit a grid of experiments
     python launch.py eval RUN_DIR [--follow] [eval.k=v]      # evaluate every new checkpoint of a run
     python launch.py eval --checkpoint PATH --dataset NAME=SHARD_DIR [eval.k=v]  # one checkpoint
-    python launch.py status [SWEEP_DIR]                      # where is my sweep
-    python launch.py cancel SWEEP_DIR                        # scancel all its jobs
+    python launch.py status [SWEEP_DIR] [--watch [--interval S]]  # where is my sweep
+    python launch.py cancel SWEEP_DIR                        # stop all its jobs
     python launch.py report SWEEP_OR_RUN_DIRS... [--baseline EXP]
 """
 from __future__ import annotations
@@ -30,16 +30,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(f"  {e.name}")
     if executor == "slurm":
         index = read_index(sweep_dir)
-        index["jobs"] = submit_slurm(sweep_dir, experiments)
+        index["jobs"], index["arrays"] = submit_slurm(sweep_dir, experiments)
         write_index(sweep_dir, index)
-        for array in index["jobs"]["arrays"]:
+        for array in index["arrays"]:
             ex = array["executor"]
             print(f"  array {array['train']} (eval {array['eval']}): {len(array['experiments'])} training(s), "
                   f"partition {ex['partition'] or '-'}, {ex['time_min']} min, {ex['nodes']} node(s), "
                   f"{ex['gpus_per_node']} GPU(s)/node, {ex['cpus_per_task']} CPU(s)/task")
-        print(f"submitted; follow with: python launch.py status {sweep_dir}")
+        print(f"submitted; follow with: python launch.py status {sweep_dir} --watch")
         return 0
-    from clickseg.report import write_report  # imports torch: only where results are tabulated here
+    from clickseg.report import write_report
 
     try:
         errors = run_local(sweep_dir, experiments)
@@ -123,6 +123,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     if sweep is None:
         print(f"no sweep under {args.root}")
         return 1
+    if args.watch:
+        from jobs.watch import watch
+
+        return watch(sweep, args.interval)
     rows = sweep_rows(sweep)
     print(format_status(sweep, rows))
     return 1 if any(r["state"] == "FAILED" for r in rows) else 0
@@ -131,8 +135,29 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_cancel(args: argparse.Namespace) -> int:
     from jobs.status import cancel_sweep
 
-    ids = cancel_sweep(args.sweep)
+    try:
+        ids = cancel_sweep(args.sweep)
+    except RuntimeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     print(f"cancelled {len(ids)} job(s) of {args.sweep}: {' '.join(ids)}")
+    return 0
+
+
+def cmd_resubmit(args: argparse.Namespace) -> int:
+    from jobs.sweep import resubmit
+
+    sweep = Path(args.sweep)
+    try:
+        names = resubmit(sweep, args.experiment or None)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if not names:
+        print(f"nothing to resubmit in {sweep}: every training completed or still has a job")
+        return 0
+    print(f"{len(names)} experiment(s) resubmitted, each resuming from its last checkpoint: {', '.join(names)}")
+    print(f"follow with: python launch.py status {sweep} --watch")
     return 0
 
 
@@ -177,10 +202,18 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("status", help="state of every experiment of a sweep")
     p.add_argument("sweep", nargs="?")
     p.add_argument("--root", default="runs/sweeps")
+    p.add_argument("--watch", action="store_true",
+                   help="one line per experiment, refreshed until every job has ended (Ctrl-C stops watching)")
+    p.add_argument("--interval", type=float, default=10.0, metavar="S", help="with --watch: seconds between refreshes")
     p.set_defaults(func=cmd_status)
-    p = sub.add_parser("cancel", help="cancel every job of a sweep")
+    p = sub.add_parser("cancel", help="stop every job of a sweep (scancel, or a local sweep's processes)")
     p.add_argument("sweep")
     p.set_defaults(func=cmd_cancel)
+    p = sub.add_parser("resubmit", help="submit again the experiments whose jobs ended before their training "
+                                        "completed (each resumes from its last checkpoint)")
+    p.add_argument("sweep")
+    p.add_argument("--experiment", action="append", help="only this experiment (repeatable)")
+    p.set_defaults(func=cmd_resubmit)
     p = sub.add_parser("builtin-data", help="generate the built-in datasets and convert them to shards")
     p.add_argument("--out", default="data/builtin")
     p.add_argument("--train-images", type=int, default=600)

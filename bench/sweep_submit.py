@@ -46,12 +46,12 @@ def main() -> int:
             return 1
         (sweep_dir,) = Path(tmp, "sweeps").iterdir()
         jobs = json.loads((sweep_dir / "sweep.json").read_text())["jobs"]
-        arrays = sorted({j.split("_")[0] for j in jobs["train"]})
+        arrays = sorted({j["train"].split("_")[0] for j in jobs.values()})
         subprocess.run([sys.executable, str(REPO / "launch.py"), "cancel", str(sweep_dir)], capture_output=True, cwd=REPO)
     print(f"| what | points | seconds | training arrays |")
     print(f"|---|---|---|---|")
     print(f"| validate the grid (reference) | {len(experiments)} | {t_validate:.2f} | - |")
-    print(f"| launch.py sweep (validate + sweep dir + sbatch), whole process | {len(jobs['train'])} | {t_sweep:.2f} | {len(arrays)} |")
+    print(f"| launch.py sweep (validate + sweep dir + sbatch), whole process | {len(jobs)} | {t_sweep:.2f} | {len(arrays)} |")
     ok = t_sweep < 3.0 and len(arrays) == 1
     print(f"\ntarget: under 3 s and one array -> {'met' if ok else 'NOT met'}")
     return 0 if ok else 1

@@ -214,28 +214,34 @@ def to_csv(records: list[dict]) -> str:
 
 
 def _figure(n_panels: int):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """A figure with ``n_panels`` axes side by side (no pyplot: no global state, no backend)."""
+    from matplotlib.figure import Figure
 
-    fig, axes = plt.subplots(1, max(1, n_panels), figsize=(6 * max(1, n_panels), 4), squeeze=False)
-    return plt, fig, axes[0]
+    fig = Figure(figsize=(6 * max(1, n_panels), 4))
+    axes = fig.subplots(1, max(1, n_panels), squeeze=False)
+    return fig, axes[0]
 
 
-def _save(plt, fig, axes, path) -> None:
+def _integer_ticks(ax) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _save(fig, axes, path) -> None:
     for ax in axes:
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
-def plot(records: list[dict], path: str | Path, metric: str = "mIoU@1") -> None:
-    """PNG of ``metric`` against epoch, one line per (experiment, protocol), one panel per dataset."""
+def miou_figure(records: list[dict], metric: str = "mIoU@1"):
+    """``metric`` against epoch (integer ticks), one line per (experiment, protocol), one panel
+    per dataset: (figure, axes)."""
     datasets = sorted({r["dataset"] for r in records})
-    plt, fig, axes = _figure(len(datasets))
+    fig, axes = _figure(len(datasets))
     for ax, ds in zip(axes, datasets):
         for exp, protocol in sorted({(r["experiment"], r["protocol"]) for r in records if r["dataset"] == ds}):
             pts = sorted((r["epoch"], r[metric]) for r in records if r["experiment"] == exp and r["dataset"] == ds
@@ -243,7 +249,13 @@ def plot(records: list[dict], path: str | Path, metric: str = "mIoU@1") -> None:
             if pts:
                 ax.plot(*zip(*pts), marker="o", label=f"{exp} ({protocol})")
         ax.set(title=ds, xlabel="epoch", ylabel=metric)
-    _save(plt, fig, axes, path)
+        _integer_ticks(ax)
+    return fig, axes
+
+
+def plot(records: list[dict], path: str | Path, metric: str = "mIoU@1") -> None:
+    """PNG of :func:`miou_figure`."""
+    _save(*miou_figure(records, metric), path)
 
 
 def click_curves(rows: list[dict]) -> dict[str, dict[str, tuple[list[int], list[float]]]]:
@@ -266,12 +278,13 @@ def click_curves(rows: list[dict]) -> dict[str, dict[str, tuple[list[int], list[
 def plot_clicks(rows: list[dict], path: str | Path) -> None:
     """PNG of mIoU@k against k (:func:`click_curves`), one panel per dataset."""
     curves = click_curves(rows)
-    plt, fig, axes = _figure(len(curves))
+    fig, axes = _figure(len(curves))
     for ax, (ds, by_label) in zip(axes, sorted(curves.items())):
         for label, (ks, values) in by_label.items():
             ax.plot(ks, values, marker=".", label=label)
         ax.set(title=ds, xlabel="clicks", ylabel="mIoU")
-    _save(plt, fig, axes, path)
+        _integer_ticks(ax)
+    _save(fig, axes, path)
 
 
 def plot_scaling(records: list[dict], path: str | Path) -> None:
@@ -281,7 +294,7 @@ def plot_scaling(records: list[dict], path: str | Path) -> None:
         key = (r["experiment"], r["dataset"])
         last_epoch[key] = max(last_epoch.get(key, r["epoch"]), r["epoch"])
     datasets = sorted({r["dataset"] for r in records})
-    plt, fig, axes = _figure(len(datasets))
+    fig, axes = _figure(len(datasets))
     for ax, ds in zip(axes, datasets):
         for exp in sorted({r["experiment"] for r in records if r["dataset"] == ds}):
             pts = sorted((r["K"], r["mIoU@1"], r["s/image"]) for r in records if r["experiment"] == exp
@@ -293,7 +306,7 @@ def plot_scaling(records: list[dict], path: str | Path) -> None:
                     ax.annotate(f"{s:.2f}s", (k, m), fontsize=6, textcoords="offset points", xytext=(2, 4))
         ax.set_xscale("log", base=2)
         ax.set(title=f"{ds}: mIoU@1 against K (s/image noted)", xlabel="K (prompt variants)", ylabel="mIoU@1")
-    _save(plt, fig, axes, path)
+    _save(fig, axes, path)
 
 
 def markdown_report(rows: list[dict], baseline: str | None = None) -> tuple[str, list[dict]]:

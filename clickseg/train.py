@@ -187,12 +187,14 @@ class Run:
     steps_per_epoch: int
     stop: StopRequest
     hosts: list[str]  # the host of every rank
+    steps_per_s: float = 0.0  # the latest measured speed
 
     def record(self, status: Status, position: Position, **extra) -> None:
         """Write ``train_state.json`` (main process only)."""
         if self.accelerator.is_main_process:
             rundir.write_state(self.run_dir, status, position.epoch, position.step, hosts=self.hosts,
-                               total_steps=self.cfg.train.epochs * self.steps_per_epoch, **extra)
+                               total_steps=self.cfg.train.epochs * self.steps_per_epoch,
+                               steps_per_s=self.steps_per_s, **extra)
 
 
 @dataclass
@@ -402,8 +404,8 @@ class Progress:
         self.bar.update(1)
         now = time.time()
         if now - self.mark[0] >= self.every_s:
-            speed = (step - self.mark[1]) / (now - self.mark[0])
-            self.run.record(Status.RUNNING, Position(self.epoch, 0, step), steps_per_s=round(speed, 4))
+            self.run.steps_per_s = round((step - self.mark[1]) / (now - self.mark[0]), 4)
+            self.run.record(Status.RUNNING, Position(self.epoch, 0, step))
             self.mark = (now, step)
 
     def close(self) -> None:

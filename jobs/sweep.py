@@ -3,19 +3,38 @@
 Layout of a sweep directory::
 
     <root>/<name>-<timestamp>/
-        sweep.json              # id, code version, grid file, overrides, experiments, job ids
+        sweep.json              # the index below
         <experiment>/config.yaml, checkpoints/, tb/, results.jsonl, train_state.json
-        submitit/<job id>/      # scheduler logs
+        submitit/<job id>/      # scheduler logs and submitit's result files
+
+``sweep.json`` (the same shape for local and Slurm sweeps)::
+
+    id, created, grid_file, overrides, code: {commit, dirty}
+    experiments: [{name, run_dir, point}]          # in grid order
+    executor:    "local" | "slurm"
+    jobs:        {<experiment>: {train: <job id>, eval: <job id>}}   # filled in as jobs are submitted
+    arrays:      [{experiments, executor, train, eval}]   # Slurm: one per executor setting (array ids)
+    resubmitted: [{time, previous: {<experiment>: {train, eval}}}]   # launch.py resubmit
+    launcher:    {host, pid, start}                # local: the process that runs the jobs
+
+A Slurm job id is ``<array>_<task>``; a local job id is the pid of submitit's job process on
+``launcher.host``. :func:`read_index` also reads the shape written before (Slurm: ``jobs``
+holding ``train`` and ``eval`` lists in experiment order and ``arrays``) and returns it in this one.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import socket
 import subprocess
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
+
+import yaml
 
 from clickseg.config import Config, ExecutorConfig, save_config
 from jobs.executor import make_executor
@@ -48,7 +67,8 @@ def create_sweep(grid_file: str, overrides: list[str], root: str = "runs/sweeps"
     index = {"id": sweep_dir.name, "created": datetime.now().isoformat(timespec="seconds"),
              "grid_file": str(grid_file), "overrides": list(overrides), "code": code_version(),
              "experiments": [{"name": e.name, "run_dir": e.config.run_dir, "point": e.overrides}
-                             for e in experiments], "jobs": {}}
+                             for e in experiments],
+             "executor": experiments[0].config.executor.type, "jobs": {}, "arrays": []}
     write_index(sweep_dir, index)
     return sweep_dir, experiments
 
@@ -60,10 +80,54 @@ def write_index(sweep_dir: Path, index: dict) -> None:
 
 
 def read_index(sweep_dir: str | Path) -> dict:
+    """``sweep.json`` in the shape of this module's docstring (an index of the previous shape is
+    converted)."""
     path = Path(sweep_dir) / "sweep.json"
     if not path.exists():
         raise FileNotFoundError(f"{sweep_dir} is not a sweep directory (no sweep.json)")
-    return json.loads(path.read_text())
+    index = json.loads(path.read_text())
+    jobs = index.get("jobs") or {}
+    if isinstance(jobs.get("train"), list):  # previous Slurm shape: id lists in experiment order
+        per_exp = {}
+        for i, exp in enumerate(index["experiments"]):
+            own = jobs.get(exp["name"]) if isinstance(jobs.get(exp["name"]), dict) else {}
+            per_exp[exp["name"]] = {kind: own.get(kind) or (ids[i] if i < len(ids) else None)
+                                    for kind, ids in (("train", jobs["train"]), ("eval", jobs.get("eval", [])))}
+        index.update(executor="slurm", jobs=per_exp, arrays=jobs.get("arrays", []))
+    index.setdefault("jobs", {})
+    index.setdefault("arrays", [])
+    if "executor" not in index:  # previous local shape (no executor recorded): the runs' config says
+        index["executor"] = _configured_executor(index)
+    return index
+
+
+def _configured_executor(index: dict) -> str:
+    for exp in index["experiments"]:
+        try:
+            cfg = yaml.safe_load((Path(exp["run_dir"]) / "config.yaml").read_text()) or {}
+            return str(cfg["executor"]["type"])
+        except (OSError, KeyError, TypeError, yaml.YAMLError):
+            continue
+    return "local"
+
+
+def process_start(pid: int) -> int | None:
+    """Start time of process ``pid`` (clock ticks since boot, from /proc), None if there is none:
+    with the pid it names one process, whatever pids are reused later."""
+    try:
+        stat = Path(f"/proc/{int(pid)}/stat").read_text()
+    except (OSError, ValueError):
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def launcher_alive(index: dict) -> bool | None:
+    """Whether the process running a local sweep is alive; None when that cannot be told here
+    (another host, or not recorded)."""
+    launcher = index.get("launcher")
+    if not launcher or launcher.get("host") != socket.gethostname():
+        return None
+    return process_start(launcher["pid"]) == launcher.get("start")
 
 
 def executor_groups(experiments: list[Experiment]) -> list[tuple[ExecutorConfig, list[int]]]:
@@ -81,17 +145,14 @@ def eval_executor(cfg: ExecutorConfig) -> ExecutorConfig:
     return dataclasses.replace(cfg, gpus_per_node=min(1, cfg.gpus_per_node), nodes=1)
 
 
-def submit_slurm(sweep_dir: Path, experiments: list[Experiment]) -> dict[str, Any]:
+def submit_slurm(sweep_dir: Path, experiments: list[Experiment]) -> tuple[dict[str, dict], list[dict]]:
     """One training job array per distinct executor setting (one array for a grid that varies no
     ``executor.*`` key), each with an evaluation array of the same experiments.
 
-    Returns the ``jobs`` of sweep.json: ``train`` and ``eval`` job ids in experiment order,
-    ``<experiment>: {train, eval}`` and ``arrays`` (per group: experiments, executor, array ids).
-    If a submission fails, the arrays already submitted are cancelled.
+    Returns the ``jobs`` and ``arrays`` of sweep.json. If a submission fails, the arrays already
+    submitted are cancelled.
     """
-    n = len(experiments)
-    train_ids: list[str] = [""] * n
-    eval_ids: list[str] = [""] * n
+    jobs: dict[str, dict] = {}
     arrays: list[dict[str, Any]] = []
     groups = executor_groups(experiments)
     logs = sweep_dir / "submitit"
@@ -110,7 +171,7 @@ def submit_slurm(sweep_dir: Path, experiments: list[Experiment]) -> dict[str, An
                 eval_jobs = [eval_ex.submit(EvalJob(run)) for run in runs]
             arrays[-1]["eval"] = eval_jobs[0].job_id.split("_")[0]
             for i, tj, ej in zip(members, train_jobs, eval_jobs):
-                train_ids[i], eval_ids[i] = tj.job_id, ej.job_id
+                jobs[experiments[i].name] = {"train": tj.job_id, "eval": ej.job_id}
     except BaseException:
         submitted = [a[k] for a in arrays for k in ("train", "eval") if a[k]]
         if submitted:
@@ -120,10 +181,51 @@ def submit_slurm(sweep_dir: Path, experiments: list[Experiment]) -> dict[str, An
             except (OSError, subprocess.TimeoutExpired) as e:
                 print(f"[sweep] submission failed; cancel job(s) {' '.join(submitted)} by hand ({e})", flush=True)
         raise
-    jobs: dict[str, Any] = {"train": train_ids, "eval": eval_ids}
-    jobs.update({e.name: {"train": t, "eval": v} for e, t, v in zip(experiments, train_ids, eval_ids)})
-    jobs["arrays"] = arrays
-    return jobs
+    return {e.name: jobs[e.name] for e in experiments}, arrays
+
+
+def resubmit(sweep_dir: str | Path, names: list[str] | None = None) -> list[str]:
+    """Submit again (Slurm) the experiments whose jobs have all ended without their training
+    completing (failed, cancelled, a node lost, out of requeues), or only ``names``. Each
+    training resumes from its last checkpoint; its run directory's lock refuses a second
+    training should one still run. The new job ids replace the old ones in ``jobs``; the old
+    ones are kept in ``resubmitted``. Returns the names resubmitted."""
+    from clickseg.config import load_config
+    from jobs.status import ended, sweep_rows
+
+    sweep = Path(sweep_dir)
+    index = read_index(sweep)
+    if index["executor"] != "slurm":
+        raise ValueError(f"{sweep} is a local sweep: run its grid again (resubmit submits to Slurm)")
+    rows = {r["experiment"]: r for r in sweep_rows(sweep)}
+    known = [e["name"] for e in index["experiments"]]
+    unknown = sorted(set(names or ()) - set(known))
+    if unknown:
+        raise ValueError(f"no experiment {unknown} in {sweep} (it has {known})")
+    chosen = []
+    for exp in index["experiments"]:
+        row = rows[exp["name"]]
+        if names and exp["name"] not in names:
+            continue
+        if not ended(row) and row["train_job"]:
+            if names:
+                raise ValueError(f"{exp['name']}: its jobs have not ended (training {row['state']}, "
+                                 f"evaluation {row['eval_state']})")
+            continue
+        if row["state"] == "COMPLETED" and not names:
+            continue
+        cfg = load_config(Path(exp["run_dir"]) / "config.yaml")
+        chosen.append(Experiment(exp["name"], exp.get("point", {}), cfg))
+    if not chosen:
+        return []
+    jobs, arrays = submit_slurm(sweep, chosen)
+    index.setdefault("resubmitted", []).append({
+        "time": datetime.now().isoformat(timespec="seconds"),
+        "previous": {e.name: index["jobs"].get(e.name, {}) for e in chosen}})
+    index["jobs"].update(jobs)
+    index["arrays"] += arrays
+    write_index(sweep, index)
+    return [e.name for e in chosen]
 
 
 def training_cost(cfg: Config) -> float:
@@ -137,7 +239,8 @@ def training_cost(cfg: Config) -> float:
     return cfg.train.epochs * cfg.train.samples_per_epoch * cfg.model.input_size ** 2 * (1 + 0.25 * extra)
 
 
-def run_local(sweep_dir: Path, experiments: list[Experiment], poll_s: float = 2.0) -> list[str]:
+def run_local(sweep_dir: Path, experiments: list[Experiment], poll_s: float = 2.0,
+              out: TextIO | None = None, every_s: float = 30.0) -> list[str]:
     """Run the sweep with submitit's local executor.
 
     Each experiment's jobs run with its own ``executor`` settings (one local executor per
@@ -145,9 +248,15 @@ def run_local(sweep_dir: Path, experiments: list[Experiment], poll_s: float = 2.
     than its ``executor.array_parallelism`` trainings run. Its evaluation job starts with
     its training and evaluates checkpoints as they appear. The costliest trainings start
     first (longest-first scheduling, see :func:`training_cost`), so the parallel slots end
-    at about the same time instead of one long training running alone at the end. Returns
-    the errors of failed jobs.
+    at about the same time instead of one long training running alone at the end. Progress
+    goes to ``out`` (default stdout) as the view of :mod:`jobs.watch` (plain lines at each
+    change and every ``every_s`` when ``out`` is not a terminal). Returns the errors of
+    failed jobs.
     """
+    from jobs.status import sweep_rows
+    from jobs.watch import View, final_line
+
+    view = View(out or sys.stdout, every_s=every_s, title=f"sweep {sweep_dir.name}")
     executors: dict[str, Any] = {}
     for ex_cfg, members in executor_groups(experiments):
         executor = make_executor(ex_cfg, sweep_dir / "submitit")
@@ -156,6 +265,10 @@ def run_local(sweep_dir: Path, experiments: list[Experiment], poll_s: float = 2.
     running: list[tuple[str, Any]] = []
     errors: list[str] = []
     index = read_index(sweep_dir)
+    index["jobs"] = {e.name: index["jobs"].get(e.name, {}) for e in experiments}  # in grid order
+    index["launcher"] = {"host": socket.gethostname(), "pid": os.getpid(), "start": process_start(os.getpid())}
+    write_index(sweep_dir, index)
+    start = time.time()
     try:
         while pending or running:
             n_train = sum(1 for kind, _ in running if kind.startswith("train"))
@@ -171,6 +284,7 @@ def run_local(sweep_dir: Path, experiments: list[Experiment], poll_s: float = 2.
                     index["jobs"].setdefault(exp.name, {})[kind] = job.job_id
                 n_train += 1
                 write_index(sweep_dir, index)
+            view.update(sweep_rows(sweep_dir))
             time.sleep(poll_s)
             still = []
             for label, job in running:
@@ -180,13 +294,14 @@ def run_local(sweep_dir: Path, experiments: list[Experiment], poll_s: float = 2.
                 exc = job.exception()
                 if exc is not None:
                     errors.append(f"{label} (job {job.job_id}): {str(exc).strip().splitlines()[-1][:300]}")
-                    print(f"[sweep] {label} FAILED: see {job.paths.stderr}", flush=True)
-                else:
-                    print(f"[sweep] {label} finished", flush=True)
+                    view.message(f"[sweep] {label} FAILED: see {job.paths.stderr}")
             running = still
     except KeyboardInterrupt:  # Ctrl-C: stop every job of the sweep, not just this loop
         for label, job in running:
             job.cancel()  # SIGINT to the job, which ends its training (jobs.tasks.train_task)
-        print(f"[sweep] cancelled {len(running)} running job(s)", flush=True)
+        view.message(f"[sweep] cancelled {len(running)} running job(s)")
         raise
+    rows = sweep_rows(sweep_dir)
+    view.update(rows)
+    view.close(final_line(sweep_dir.name, rows, time.time() - start))
     return errors

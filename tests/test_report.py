@@ -93,3 +93,13 @@ def test_markdown_csv_config_diffs_and_plots(tmp_path, difficulty, capsys):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="baseline experiment 'nope' has no results"):
         markdown_report(collect([base, exp]), baseline="nope")
+
+
+def test_the_epoch_axis_has_integer_ticks(tmp_path, difficulty):
+    from clickseg.report import miou_figure
+
+    base = _run(tmp_path, "base", {1: difficulty, 2: difficulty + 0.01, 3: difficulty + 0.02}, {})
+    fig, (ax,) = miou_figure(table(collect([base])))
+    ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+    assert ticks == [1, 2, 3], ax.get_xticks()
+    assert ax.get_xlabel() == "epoch"

@@ -89,19 +89,23 @@ def _all_ended(sweep_dir: Path):
 def test_grid_is_one_job_array_that_trains_and_evaluates_every_epoch(slurm, builtin_dirs, tmp_path):
     sweep_dir, _, stdout = _sweep(tmp_path, builtin_dirs, {"clicks.mode": ["single_pos", "single_any"]})
     index = json.loads((sweep_dir / "sweep.json").read_text())
-    train_ids = index["jobs"]["train"]
+    train_ids = [j["train"] for j in index["jobs"].values()]
     assert len(train_ids) == 2 and len({j.split("_")[0] for j in train_ids}) == 1, train_ids  # ONE array
     assert sorted(j.split("_")[1] for j in train_ids) == ["0", "1"]
     assert "launch.py status" in stdout
     assert set(train_ids) <= _queue_ids(), train_ids  # returned at once: the training is still in the queue
     rows = _wait(lambda: _all_ended(sweep_dir), 600, "the sweep's jobs to end")
-    assert [r["state"] for r in rows] == ["COMPLETED", "COMPLETED"], rows
+    assert [(r["state"], r["eval_state"]) for r in rows] == [("COMPLETED", "COMPLETED")] * 2, rows
     for exp in index["experiments"]:
         results = [json.loads(l) for l in (Path(exp["run_dir"]) / "results.jsonl").read_text().splitlines()]
         assert sorted(r["epoch"] for r in results if r["protocol"] == "center") == [1, 2]
     status = subprocess.run([sys.executable, str(REPO / "launch.py"), "status", str(sweep_dir)],
                             capture_output=True, text=True, timeout=120, cwd=REPO)
-    assert status.returncode == 0 and status.stdout.count("COMPLETED") == 2, status.stdout
+    assert status.returncode == 0 and status.stdout.count("COMPLETED") == 4, status.stdout  # training and eval
+    watch = subprocess.run([sys.executable, str(REPO / "launch.py"), "status", str(sweep_dir), "--watch"],
+                           capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert watch.returncode == 0 and watch.stdout.count("eval COMPLETED") == 2, watch.stdout
+    assert watch.stdout.splitlines()[-1] == f"sweep {sweep_dir.name} done: 2 COMPLETED", watch.stdout
 
 
 def test_preempted_two_process_training_is_requeued_and_ends_as_if_uninterrupted(slurm, builtin_dirs, tmp_path):
@@ -109,8 +113,9 @@ def test_preempted_two_process_training_is_requeued_and_ends_as_if_uninterrupted
              "clicks.mode=multi"]
     sweep_dir, _, _ = _sweep(tmp_path, builtin_dirs, {"model.input_size": [224]}, *extra)
     index = json.loads((sweep_dir / "sweep.json").read_text())
-    (job_id,), run_dir = index["jobs"]["train"], Path(index["experiments"][0]["run_dir"])
-    subprocess.run(["scancel", *index["jobs"]["eval"]], check=True, timeout=60)  # training only, here
+    ((job_id, eval_id),) = [(j["train"], j["eval"]) for j in index["jobs"].values()]
+    run_dir = Path(index["experiments"][0]["run_dir"])
+    subprocess.run(["scancel", eval_id], check=True, timeout=60)  # training only, here
     _wait(lambda: rundir.list_checkpoints(run_dir), 300, "the first epoch checkpoint", poll_s=0.2)
     subprocess.run(["scancel", "--signal=USR2", job_id], check=True, timeout=60)  # what preemption sends
     _wait(lambda: rundir.interrupt_path(run_dir).exists() or not _queue_ids() & {job_id}, 120,
@@ -139,8 +144,9 @@ def test_training_past_its_time_limit_is_requeued_and_resumes_at_the_step_it_sto
              "model.arch=tiny_global", "clicks.mode=single_pos", "executor.time_min=2", "executor.signal_delay_s=60"]
     sweep_dir, _, _ = _sweep(tmp_path, builtin_dirs, {"model.input_size": [96]}, *extra)
     index = json.loads((sweep_dir / "sweep.json").read_text())
-    (job_id,), run_dir = index["jobs"]["train"], Path(index["experiments"][0]["run_dir"])
-    subprocess.run(["scancel", *index["jobs"]["eval"]], check=True, timeout=60)  # training only, here
+    ((job_id, eval_id),) = [(j["train"], j["eval"]) for j in index["jobs"].values()]
+    run_dir = Path(index["experiments"][0]["run_dir"])
+    subprocess.run(["scancel", eval_id], check=True, timeout=60)  # training only, here
     state = _wait(lambda: (json.loads((run_dir / "train_state.json").read_text())
                            if job_id not in _queue_ids() and (run_dir / "train_state.json").exists() else None),
                   600, "the time-limited job to end")

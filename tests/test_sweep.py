@@ -1,5 +1,6 @@
 """The sweep path end to end through submitit's local executor and accelerate."""
 import csv
+import io
 import json
 import os
 import re
@@ -46,6 +47,21 @@ def test_local_sweep_trains_evaluates_every_epoch_and_reports(builtin_dirs, tmp_
     for label, (ks, values) in curves["davis"].items():  # the last epoch's mIoU@k for k = 1..n_clicks
         assert ks == [1, 2, 3] and abs(values[0] - float(final[(label.split(" ")[0], "davis")]["mIoU@1"])) < 1e-4
     assert "| experiment | epoch | dataset |" in out.stdout
+    # The watch view, not on a terminal: lines at each change, with state and epoch; the last says done.
+    watched = [line.split(" ", 1)[1] for line in out.stdout.splitlines() if re.match(r"\d\d:\d\d:\d\d ", line)]
+    for name in ("mode-single_pos", "mode-single_any"):
+        own = [line for line in watched if line.startswith(name + " ")]
+        assert any(re.match(rf"{name} +RUNNING +ep [12]/2 +step \d+/\d+", line) for line in own), watched
+        assert re.match(rf"{name} +COMPLETED +ep 2/2 +step (\d+)/\1 +eval COMPLETED +mIoU@1 davis 0\.\d{{4}} \(ep 2\)$",
+                        own[-1]), own
+    done_line = next(line for line in out.stdout.splitlines() if line.startswith(f"sweep {sweep_dir.name} done in "))
+    assert done_line.endswith(": 2 COMPLETED"), done_line
+    assert out.stdout.index(done_line) < out.stdout.index("| experiment | epoch | dataset |")
+    status = subprocess.run([sys.executable, str(REPO / "launch.py"), "status", str(sweep_dir), "--watch"],
+                            capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert status.stdout.splitlines()[-1] == f"sweep {sweep_dir.name} done: 2 COMPLETED", status.stdout
+    assert status.stdout.count("eval COMPLETED") == 2 and len(status.stdout.splitlines()) == 4, status.stdout
     for e in index["experiments"]:
         cfg = yaml.safe_load((Path(e["run_dir"]) / "config.yaml").read_text())
         assert cfg["name"] == e["name"] and cfg["clicks"]["mode"] == e["point"]["clicks.mode"]
@@ -174,18 +190,21 @@ def test_each_distinct_executor_setting_of_the_grid_is_one_job_array(tmp_path, m
         assert f"#SBATCH --time={minutes}\n" in scripts[job] and "#SBATCH --array=0-1%1\n" in scripts[job]
         assert "#SBATCH --partition=debug\n" in scripts[job] and "#SBATCH --cpus-per-task=1\n" in scripts[job]
     assert "train-" in scripts[101] and "eval-" in scripts[102]
-    jobs = index["jobs"]
-    assert jobs["train"] == ["101_0", "103_0", "101_1", "103_1"] and jobs["eval"] == ["102_0", "104_0", "102_1", "104_1"]
-    for name, train, ev in zip(names, jobs["train"], jobs["eval"]):
-        assert jobs[name] == {"train": train, "eval": ev}
-    assert [(a["train"], a["eval"], a["experiments"], a["executor"]["time_min"]) for a in jobs["arrays"]] == [
+    assert index["executor"] == "slurm"
+    ids = [("101_0", "102_0"), ("103_0", "104_0"), ("101_1", "102_1"), ("103_1", "104_1")]
+    assert index["jobs"] == {n: {"train": t, "eval": e} for n, (t, e) in zip(names, ids)}
+    assert [(a["train"], a["eval"], a["experiments"], a["executor"]["time_min"]) for a in index["arrays"]] == [
         ("101", "102", names[0::2], 10), ("103", "104", names[1::2], 20)]
     out = capsys.readouterr().out
     assert "array 101 (eval 102): 2 training(s), partition debug, 10 min" in out, out
-    from jobs.status import sweep_rows
+    from jobs.status import cancel_sweep, sweep_rows
 
     rows = sweep_rows(sweep_dir)
-    assert [(r["experiment"], r["train_job"], r["eval_job"]) for r in rows] == list(zip(names, jobs["train"], jobs["eval"]))
+    assert [(r["experiment"], r["train_job"], r["eval_job"]) for r in rows] == [
+        (n, index["jobs"][n]["train"], index["jobs"][n]["eval"]) for n in names]
+    assert [(r["state"], r["eval_state"]) for r in rows] == [("ENDED?", "ENDED?")] * 4  # the fake squeue lists none
+    assert sorted(cancel_sweep(sweep_dir)) == sorted(j for n in names for j in index["jobs"][n].values())
+    assert (calls / "scancel").read_text().split() == ["101", "102", "103", "104"]
 
 
 def test_a_failed_submission_cancels_the_arrays_already_submitted(tmp_path, monkeypatch):
@@ -239,9 +258,11 @@ def test_local_sweep_runs_each_point_with_its_own_executor_settings(tmp_path, mo
     monkeypatch.setattr(sweep, "make_executor", make_executor)
     grid_file = _demo_grid(tmp_path, {"executor.time_min": [5, 7]})
     sweep_dir, experiments = create_sweep(str(grid_file), ["executor.array_parallelism=1"], str(tmp_path / "sweeps"))
-    assert sweep.run_local(sweep_dir, experiments, poll_s=0) == []
+    assert sweep.run_local(sweep_dir, experiments, poll_s=0, out=io.StringIO()) == []
     assert [c.time_min for c in built] == [5, 7]
     assert sorted((name, minutes) for _, name, minutes in submitted) == [
         ("time_min-5", 5), ("time_min-5", 5), ("time_min-7", 7), ("time_min-7", 7)]
     index = json.loads((sweep_dir / "sweep.json").read_text())
-    assert set(index["jobs"]) == {"time_min-5", "time_min-7"}
+    assert index["executor"] == "local" and index["arrays"] == [] and index["launcher"]["pid"] == os.getpid()
+    assert sorted(index["jobs"]) == ["time_min-5", "time_min-7"]
+    assert sorted(index["jobs"]["time_min-5"]) == ["eval", "train"]

@@ -203,7 +203,7 @@ def test_training_shows_progress_in_its_log_and_state(builtin_dirs, tmp_path, mo
     real_write = rundir.write_state
 
     def record(run_dir, status, epoch, step=0, **extra):
-        states.append((status, epoch, step, extra.get("total_steps"), extra.get("steps_per_s")))
+        states.append((status, epoch, step, extra.get("total_steps"), extra.get("steps_per_s") or None))
         return real_write(run_dir, status, epoch, step, **extra)
 
     monkeypatch.setattr(rundir, "write_state", record)

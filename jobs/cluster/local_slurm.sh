@@ -1,15 +1,29 @@
 #!/usr/bin/env bash
-# A single-node Slurm cluster on this machine, for the orchestration tests and for trying
-# sweeps without a real cluster. Debian packages only; no systemd needed; run as root.
+# A local Slurm cluster on this machine, for the orchestration tests and for trying sweeps
+# without a real cluster. Debian packages only; no systemd needed; run as root.
 #
+# Single node (the cluster `.ci/run` and tests/test_slurm.py use; config /etc/slurm/slurm.conf):
 #   bash jobs/cluster/local_slurm.sh up       install if missing, configure, start, wait for the node
 #   bash jobs/cluster/local_slurm.sh status   exit 0 only when every daemon runs and the node takes jobs
 #   bash jobs/cluster/local_slurm.sh down     stop only the daemons that `up` started
 #
-# Env: CLICKSEG_SLURM_CPUS (advertise more CPU slots than the machine has), CLICKSEG_SLURM_PARTITION
-# (default debug). The config is written at run time from `hostname -s` and `slurmd -C`.
+# Multi-node (N >= 2 "hosts" on this one machine, each in its own network/UTS/mount namespace;
+# see jobs/cluster/local_slurm_multinode.sh). It runs next to the single-node cluster, fully
+# separate from it; its clients need SLURM_CONF, which `env` prints:
+#   bash jobs/cluster/local_slurm.sh up --nodes 2       create network + namespaces, start, wait for N idle nodes
+#   bash jobs/cluster/local_slurm.sh status --nodes 2   exit 0 only when every daemon runs and N nodes take jobs
+#   bash jobs/cluster/local_slurm.sh down --nodes 2     cancel its jobs, stop its daemons, delete its namespaces
+#   bash jobs/cluster/local_slurm.sh env --nodes 2      prints: export SLURM_CONF=...
+#   bash jobs/cluster/local_slurm.sh exec --nodes 2 clickseg-node1 CMD...   run CMD "on" a node
+#   eval "$(bash jobs/cluster/local_slurm.sh env --nodes 2)"; sinfo; srun -N2 hostname
+#
+# Env: CLICKSEG_SLURM_CPUS (CPU slots to advertise, per node in multi-node mode: more than the
+# machine has is fine), CLICKSEG_SLURM_PARTITION (default debug), CLICKSEG_SLURM_NET (multi-node
+# only: first three octets of its private /24, default 10.78.0). Configs are written at run time
+# (from `hostname -s` and `slurmd -C` for the single node), never committed.
 set -euo pipefail
 export PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH"
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 PARTITION=${CLICKSEG_SLURM_PARTITION:-debug}
 CPUS=${CLICKSEG_SLURM_CPUS:-}
@@ -20,29 +34,64 @@ LOGS=/var/log/slurm
 say() { echo "local_slurm: $*" >&2; }
 fail() { say "ERROR: $*"; exit 1; }
 
-alive() {  # alive PID: running and not a zombie
+alive() {  # alive PID [COMM]: running, not a zombie, and (if given) with that command name
   local pid=$1 st
-  [ -n "$pid" ] && [ -r "/proc/$pid/stat" ] || return 1
+  [[ $pid =~ ^[0-9]+$ ]] && [ -r "/proc/$pid/stat" ] || return 1
+  [ -z "${2:-}" ] || [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$2" ] || return 1
   st=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) || return 1
-  [ "$st" != Z ]
+  [ -n "$st" ] && [ "$st" != Z ] && [ "$st" != X ]
 }
 pidfile_of() { case $1 in munged) echo /run/munge/munged.pid ;; *) echo "/run/$1.pid" ;; esac; }
 running_pid() { local f; f=$(pidfile_of "$1"); [ -f "$f" ] && alive "$(cat "$f")" && cat "$f"; }
 started_pid() { [ -f "$MARK/$1.pid" ] && alive "$(cat "$MARK/$1.pid")" && cat "$MARK/$1.pid"; }
 
-install_packages() {
-  if [ -x /usr/sbin/slurmctld ] && [ -x /usr/sbin/slurmd ] && [ -x /usr/sbin/munged ] && command -v sbatch >/dev/null; then
-    return
+install_packages() {  # install_packages [EXTRA_PACKAGE...]: Slurm and munge unless present, plus the extras
+  local pkgs=("$@")
+  if ! { [ -x /usr/sbin/slurmctld ] && [ -x /usr/sbin/slurmd ] && [ -x /usr/sbin/munged ] && command -v sbatch >/dev/null; }; then
+    pkgs+=(slurmctld slurmd slurm-client munge)
   fi
-  command -v apt-get >/dev/null || fail "Slurm is not installed and apt-get is not available"
+  [ ${#pkgs[@]} = 0 ] && return 0
+  command -v apt-get >/dev/null || fail "${pkgs[*]} not installed and apt-get is not available"
   local blocker=0
   # package scripts try to start services; there is no init system to start them with
   if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; blocker=1; fi
   apt-cache show slurmd >/dev/null 2>&1 || apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends slurmctld slurmd slurm-client munge >&2
+  # the lock timeout: the other cluster's `up` may be installing the same packages right now
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends "${pkgs[@]}" >&2
   [ "$blocker" = 1 ] && rm -f /usr/sbin/policy-rc.d
   return 0
 }
+
+write_if_changed() {  # write_if_changed PATH TEXT: returns 0 (true) only when PATH was (re)written
+  if [ -f "$1" ] && [ "$(cat "$1")" = "$2" ]; then return 1; fi
+  mkdir -p "$(dirname "$1")"
+  printf '%s\n' "$2" > "$1"
+}
+
+# The slurm.conf lines both clusters share. Why: no cgroups here (proctrack/linuxproc, task/none: no
+# CPU/memory enforcement); no accounting (sacct fails; submitit then says UNKNOWN); jobs start within
+# a second and pending ones are retried every 5 s; CR_CPU so a job without --mem does not take the
+# node's whole memory; a node set DOWN returns once its slurmd registers again; KillWait=5: submitit
+# jobs ignore SIGTERM, so a cancelled one holds its CPUs for all of KillWait (default 30 s).
+policy_conf() {
+  cat <<CONF
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+JobCompType=jobcomp/none
+MpiDefault=none
+MailProg=/bin/true
+SchedulerType=sched/backfill
+SchedulerParameters=batch_sched_delay=0,sched_interval=5,bf_interval=5
+SelectType=select/cons_tres
+SelectTypeParameters=CR_CPU
+ReturnToService=2
+KillWait=5
+CONF
+}
+
+# --- single node --------------------------------------------------------------------------
 
 write_conf() {  # prints "changed" when the config was rewritten
   local host hw mem node
@@ -60,19 +109,7 @@ SlurmUser=root
 AuthType=auth/munge
 # a requeued job may start again after cred_expire seconds (default 120)
 AuthInfo=cred_expire=10
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
-JobCompType=jobcomp/none
-MpiDefault=none
-MailProg=/bin/true
-SchedulerType=sched/backfill
-SchedulerParameters=batch_sched_delay=0,sched_interval=5,bf_interval=5
-SelectType=select/cons_tres
-SelectTypeParameters=CR_CPU
-ReturnToService=2
-KillWait=5
+$(policy_conf)
 StateSaveLocation=/var/spool/slurmctld
 SlurmdSpoolDir=/var/spool/slurmd
 SlurmctldPidFile=/run/slurmctld.pid
@@ -84,10 +121,7 @@ $node
 PartitionName=$PARTITION Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 CONF
 )
-  if [ -f "$CONF" ] && [ "$(cat "$CONF")" = "$text" ]; then return; fi
-  mkdir -p "$(dirname "$CONF")"
-  printf '%s\n' "$text" > "$CONF"
-  echo changed
+  if write_if_changed "$CONF" "$text"; then echo changed; fi
 }
 
 start() {  # start NAME CMD...: run a self-daemonizing daemon unless it already runs
@@ -148,8 +182,31 @@ status() {
   return 1
 }
 
+# --- command line: CMD [--nodes N] [ARGS...] ------------------------------------------------
+usage() { echo "usage: $0 up|status|down|env [--nodes N]   |   $0 exec --nodes N NODE CMD..." >&2; exit 2; }
+cmd=${1:-}; shift || true
+NODES=1
+while [ $# -gt 0 ]; do
+  case $1 in
+    --nodes) [ $# -ge 2 ] || usage; NODES=$2; shift 2 ;;
+    --nodes=*) NODES=${1#--nodes=}; shift ;;
+    *) break ;;
+  esac
+done
+[[ $NODES =~ ^[0-9]+$ ]] && [ "$NODES" -ge 1 ] || fail "--nodes needs a number >= 1, got '$NODES'"
+
+if [ "$NODES" -ge 2 ]; then
+  # shellcheck source=local_slurm_multinode.sh
+  source "$HERE/local_slurm_multinode.sh"
+  multinode_main "$cmd" "$@"
+  exit
+fi
+# the default config path, set explicitly: a caller's SLURM_CONF (the multi-node cluster's, say)
+# would otherwise be read by the daemons started here and by sinfo/scontrol below
+export SLURM_CONF=$CONF
+[ "$cmd" = env ] && { echo "export SLURM_CONF=$CONF"; exit 0; }
 [ "$(id -u)" = 0 ] || fail "must run as root"
-case "${1:-}" in
+case "$cmd" in
   up) up ;; down) down ;; status) status ;;
-  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+  *) usage ;;
 esac
