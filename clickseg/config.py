@@ -170,6 +170,10 @@ class TrainConfig:
     num_processes: int = 1
     """Processes per node that ``accelerate launch`` starts (GPUs per node on a cluster)."""
     mixed_precision: str = "no"
+    """``no`` (SegNext: fp32), ``bf16`` (autocast, on CPU too) or ``fp16`` (CUDA only, with loss scaling)."""
+    compile: bool = False
+    """``torch.compile`` the training model (the click simulation's forward passes stay eager);
+    checkpoints are the same either way."""
     log_every: int = 10
     num_vis: int = 4
     """Sample images with clicks and predictions written to TensorBoard per epoch."""

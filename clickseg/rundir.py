@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from enum import Enum
 from pathlib import Path
-from typing import IO, Any, Callable, Iterator
+from typing import IO, Any, Callable, Iterator, TypedDict
 
 log = logging.getLogger(__name__)
 
@@ -238,10 +238,37 @@ def _state_lock(run_dir: str | Path) -> Iterator[None]:
 
 # --- results -----------------------------------------------------------------------------------
 
+class ResultRow(TypedDict, total=False):
+    """One line of ``results.jsonl``: an evaluated (experiment, epoch, dataset, protocol)."""
+
+    experiment: str
+    epoch: int  # 0 for a checkpoint evaluated on its own (launch.py eval --checkpoint)
+    dataset: str
+    protocol: str  # the label of every option that changes the numbers, e.g. random-c5-fliph
+    clicker: str
+    options: dict[str, Any]
+    scaling_curve: bool  # a point of the mIoU@1-vs-K curve
+    threshold: float
+    n_clicks: int
+    draws: int
+    seed: int
+    max_instances: int
+    instances: int
+    skipped_empty: int
+    checkpoint: str
+    seconds: float
+    seconds_per_image: float
+    metrics: dict[str, float]  # mIoU@k, NoC@t, NoF@t, 5-mIoU
+    ci: dict[str, list[float]]  # 95% bootstrap interval of each metric over instances
+    instance_names: list[str]
+    ious: list[list[float]]  # (instances, clicks), averaged over draws
+    draw_ious: list[list[list[float]]]  # (instances, draws, clicks), with several draws
+
+
 _torn_reported: set[tuple[str, int]] = set()
 
 
-def read_results(run_dir: str | Path) -> list[dict]:
+def read_results(run_dir: str | Path) -> list[ResultRow]:
     """Every row of ``results.jsonl``. A last line without its newline is a row whose append was
     cut by a crash: it is reported once and ignored (its evaluation runs again). Any other
     line that is not JSON is an error naming the line."""
@@ -268,7 +295,7 @@ def read_results(run_dir: str | Path) -> list[dict]:
     return rows
 
 
-def append_result(run_dir: str | Path, row: dict) -> None:
+def append_result(run_dir: str | Path, row: ResultRow) -> None:
     """Append one row as a single write under an exclusive lock of the file. An incomplete last
     line left by a crash is cut off first, so every row stays on a line of its own."""
     path = Path(run_dir) / RESULTS_FILE

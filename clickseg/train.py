@@ -181,13 +181,15 @@ class Run:
     cfg: Config
     run_dir: Path
     accelerator: Accelerator
-    model: torch.nn.Module
+    model: torch.nn.Module  # prepared by accelerate (DDP), compiled with train.compile
+    module: torch.nn.Module  # the plain model: state dicts, the click simulation
     optimizer: torch.optim.Optimizer
     scheduler: Any
     steps_per_epoch: int
     stop: StopRequest
     hosts: list[str]  # the host of every rank
     steps_per_s: float = 0.0  # the latest measured speed
+    nonfinite_in_row: int = 0  # optimizer steps skipped in a row for a non-finite gradient
 
     def record(self, status: Status, position: Position, **extra) -> None:
         """Write ``train_state.json`` (main process only)."""
@@ -228,9 +230,12 @@ def _train(cfg: Config, run_dir: Path, stop: StopRequest) -> None:
     steps_per_epoch = cfg.train.samples_per_epoch // (cfg.train.batch_size * accelerator.num_processes)
     scheduler = make_scheduler(optimizer, steps_per_epoch, cfg.train)
     position = resume(run_dir, model, optimizer, scheduler, accelerator)
+    module = model
     model, optimizer = accelerator.prepare(model, optimizer)
+    if cfg.train.compile:
+        model = torch.compile(model)
     hosts = gather_object([socket.gethostname()]) if accelerator.num_processes > 1 else [socket.gethostname()]
-    run = Run(cfg, run_dir, accelerator, model, optimizer, scheduler, steps_per_epoch, stop, hosts)
+    run = Run(cfg, run_dir, accelerator, model, module, optimizer, scheduler, steps_per_epoch, stop, hosts)
     rank = accelerator.process_index
     print(f"[rank {rank} of {accelerator.num_processes} on {hosts[rank]}] reads "
           f"{TrainStream(cfg, rank, accelerator.num_processes).describe_rank()}", flush=True)
@@ -256,7 +261,7 @@ def _train(cfg: Config, run_dir: Path, stop: StopRequest) -> None:
         run.record(Status.DONE, position, rank_param_checksums=checksums)
     accelerator.end_training()
     # Free DDP objects before the process group goes away (avoids a gloo teardown abort).
-    del model, optimizer, run, progress
+    del model, module, optimizer, run, progress
     accelerator.free_memory()
 
 
@@ -308,12 +313,17 @@ def train_epoch(run: Run, start: Position, progress: "Progress") -> EpochEnd:
         images = batch["image"].to(accelerator.device).float() / 255.0
         gt = batch["mask"].to(accelerator.device)
         skipped += int(batch["skipped"].sum())
-        clicks, prev = prepare_prompts(accelerator.unwrap_model(model), images, gt, batch["clicks"], cfg.clicks, rng)
+        with accelerator.autocast():
+            clicks, prev = prepare_prompts(run.module, images, gt, batch["clicks"], cfg.clicks, rng)
         with accelerator.autocast():
             logits = model(images, clicks, prev)
             loss = normalized_focal_loss(logits.float(), gt).mean()
         accelerator.backward(loss)
-        run.optimizer.step()
+        if finite_gradients(run.module):  # the same on every rank: DDP has averaged the gradients
+            run.optimizer.step()
+            run.nonfinite_in_row = 0
+        else:
+            skip_nonfinite_step(run, step + 1, batch["key"])
         run.scheduler.step()
         run.optimizer.zero_grad(set_to_none=True)
         step += 1
@@ -331,6 +341,26 @@ def train_epoch(run: Run, start: Position, progress: "Progress") -> EpochEnd:
                             time.time() - t0, samples, click_rng=rng)
     last = {"images": images, "gt": gt, "logits": logits.detach(), "clicks": clicks}
     return EpochEnd(Position(start.epoch + 1, 0, step), stop, loss.item(), skipped, time.time() - t0, samples, last)
+
+
+MAX_NONFINITE_IN_ROW = 3
+
+
+def finite_gradients(model: torch.nn.Module) -> bool:
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    return bool(torch.stack(torch._foreach_norm(grads)).isfinite().all()) if grads else True
+
+
+def skip_nonfinite_step(run: Run, step: int, keys: list[str]) -> None:
+    """A non-finite gradient (a NaN or inf loss) is not applied: the step is skipped and logged
+    with the batch's samples; ``MAX_NONFINITE_IN_ROW`` in a row stop the training."""
+    run.nonfinite_in_row += 1
+    print(f"[rank {run.accelerator.process_index}] step {step}: non-finite gradient, step skipped "
+          f"(samples {', '.join(keys)})", flush=True)
+    run.accelerator.log({"train/skipped_nonfinite_steps": run.nonfinite_in_row}, step=step)
+    if run.nonfinite_in_row >= MAX_NONFINITE_IN_ROW:
+        raise FloatingPointError(f"{run.nonfinite_in_row} optimizer steps in a row ending at step {step} had "
+                                 f"non-finite gradients; the last checkpoint is the last good state")
 
 
 def log_epoch(run: Run, end: EpochEnd) -> None:
@@ -362,7 +392,7 @@ def save_checkpoint(run: Run, position: Position, click_rng: np.random.Generator
             states = [click_rng.bit_generator.state]
         extra = {"batch_in_epoch": position.batch, "click_rng": states}
     if accelerator.is_main_process:
-        contents = checkpoint.contents(accelerator.unwrap_model(run.model), run.optimizer, run.scheduler, run.cfg,
+        contents = checkpoint.contents(run.module, run.optimizer, run.scheduler, run.cfg,
                                        position.epoch, position.step, **extra)
         if position.batch:
             checkpoint.atomic_save(contents, rundir.interrupt_path(run_dir))

@@ -41,7 +41,7 @@ def accelerate_command(config_path: str, num_processes: int, num_machines: int =
     total = num_processes * num_machines
     cmd = [sys.executable, "-m", "accelerate.commands.launch",
            "--num_processes", str(total), "--num_machines", str(num_machines),
-           "--mixed_precision", "no" if use_cpu else mixed_precision, "--dynamo_backend", "no"]
+           "--mixed_precision", mixed_precision, "--dynamo_backend", "no"]
     if total > 1:
         cmd += ["--multi_gpu"]
     elif use_cpu:

@@ -30,7 +30,7 @@ from clickseg.eval.protocols import Views, evaluate_views, label, options
 from clickseg.eval.summary import summarize_draws
 from clickseg.model import load_checkpoint
 from clickseg.predictor import Predictor
-from clickseg.rundir import append_result, read_results
+from clickseg.rundir import ResultRow, append_result, read_results
 
 @dataclass
 class Instance:
@@ -116,19 +116,18 @@ def tb_tag(dataset: str, label: str, metric: str) -> str:
 
 
 def make_row(experiment: str, epoch: int, dataset: str, protocol: EvalConfig, curve: bool, result: DatasetResult,
-             checkpoint_path: str, max_instances: int = 0) -> dict:
+             checkpoint_path: str, max_instances: int = 0) -> ResultRow:
     """One results.jsonl row: summary with CIs, per-instance IoUs (draw mean) and, for several
     draws, the IoU of every draw."""
     metrics, ci = summarize_draws(result.ious) if len(result.ious) else ({}, {})
-    row = {"experiment": experiment, "epoch": epoch, "dataset": dataset, "protocol": row_label(protocol, curve),
-           "clicker": protocol.protocol, "options": options(protocol), "scaling_curve": curve,
-           "threshold": protocol.threshold, "n_clicks": protocol.n_clicks, "draws": protocol.draws,
-           "seed": protocol.seed, "max_instances": max_instances, "instances": len(result.ious),
-           "skipped_empty": result.skipped_empty,
-           "checkpoint": checkpoint_path, "seconds": round(result.seconds, 3),
-           "seconds_per_image": round(result.seconds / max(1, result.images), 4),
-           "metrics": metrics, "ci": ci, "instance_names": result.names,
-           "ious": result.mean_ious.round(6).tolist()}
+    row = ResultRow(experiment=experiment, epoch=epoch, dataset=dataset, protocol=row_label(protocol, curve),
+                    clicker=protocol.protocol, options=options(protocol), scaling_curve=curve,
+                    threshold=protocol.threshold, n_clicks=protocol.n_clicks, draws=protocol.draws,
+                    seed=protocol.seed, max_instances=max_instances, instances=len(result.ious),
+                    skipped_empty=result.skipped_empty, checkpoint=checkpoint_path,
+                    seconds=round(result.seconds, 3),
+                    seconds_per_image=round(result.seconds / max(1, result.images), 4),
+                    metrics=metrics, ci=ci, instance_names=result.names, ious=result.mean_ious.round(6).tolist())
     if protocol.draws > 1:
         row["draw_ious"] = result.ious.round(6).tolist()
     return row
