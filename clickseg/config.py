@@ -316,6 +316,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         raise ConfigError(f"config key '{key}' expects true/false, got {value!r}")
     if tp is int and (isinstance(value, bool) or not isinstance(value, int)):
         raise ConfigError(f"config key '{key}' expects an integer, got {value!r}")
+    if tp is str and isinstance(value, bool):
+        return "yes" if value else "no"  # YAML 1.1 reads a bare no/off (yes/on) as a boolean
     if tp in (float, str) and not isinstance(value, tp):
         raise ConfigError(f"config key '{key}' expects {tp.__name__}, got {value!r}")
     return value

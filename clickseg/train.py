@@ -28,6 +28,7 @@ os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import gather_object, set_seed
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -153,6 +154,9 @@ def train(cfg: Config) -> None:
             check_resume_config(cfg, run_dir)
         stop = StopRequest()
         held.callback(stop.restore)
+        # However it ends: the next train() in this process may use another mixed precision
+        # (accelerate keeps one per process unless its state is reset).
+        held.callback(AcceleratorState._reset_state)
         try:
             _train(cfg, run_dir, stop)
         except BaseException as e:

@@ -74,3 +74,10 @@ def test_a_key_given_twice_on_the_command_line_is_refused():
         load_config(None, ["train.lr=0.1", "train.epochs=2", "train.lr=0.2"])
     with pytest.raises(ConfigError, match=r"the value of 'train.betas' is not valid YAML"):
         load_config(None, ["train.betas=[0.9, 0.999"])
+
+
+def test_a_bare_no_is_read_as_the_word():
+    """YAML 1.1 reads ``no`` as false; a string key takes it as written (SegNext: mixed_precision=no)."""
+    assert load_config(None, ["train.mixed_precision=no"]).train.mixed_precision == "no"
+    with pytest.raises(ConfigError, match="train.mixed_precision"):
+        load_config(None, ["train.mixed_precision=yes"])
