@@ -14,7 +14,7 @@ from pathlib import Path
 import launch
 from clickseg import rundir
 from clickseg.rundir import Status
-from jobs.status import cancel_sweep, sweep_rows
+from jobs.status import cancel_sweep, local_job_alive, sweep_rows
 from jobs.sweep import process_start, read_index
 from jobs.watch import View, format_line, watch
 
@@ -45,8 +45,12 @@ def _result(sweep: Path, job_id: str, outcome: str = "success", value=0) -> None
 
 def _job_process(sweep: Path) -> subprocess.Popen:
     """A process whose command line is that of one of the sweep's local submitit jobs."""
-    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "-m", "submitit.local._local",
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "-m", "submitit.local._local",
                              f"{sweep}/submitit/%j"])
+    deadline = time.time() + 30  # a loaded machine: wait until /proc shows its command line
+    while not local_job_alive(sweep, str(proc.pid)) and time.time() < deadline:
+        time.sleep(0.05)
+    return proc
 
 
 def _row(sweep: Path, name: str = "a") -> dict:
