@@ -13,7 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import torch
 import yaml
 
@@ -21,6 +20,7 @@ from builtin_data import tiny_overrides
 from clickseg import checkpoint, rundir
 from clickseg.rundir import Status
 from multinode_cluster import slurm_2node  # noqa: F401  (fixture)
+from test_slurm import _wait
 
 REPO = Path(__file__).resolve().parents[1]
 NODES = ["clickseg-node1", "clickseg-node2"]
@@ -37,17 +37,6 @@ def _queue(env: dict) -> set[str]:
     out = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, timeout=60,
                          env={**os.environ, **env})
     return set(out.stdout.split())
-
-
-def _wait(predicate, timeout_s: float, what: str, env: dict, poll_s: float = 1.0):
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll_s)
-    queue = subprocess.run(["squeue"], capture_output=True, text=True, env={**os.environ, **env}).stdout
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}; squeue:\n{queue}")
 
 
 def _sweep(tmp_path: Path, builtin_dirs, env: dict, **extra) -> tuple[Path, dict]:
@@ -106,12 +95,12 @@ def test_two_node_training_is_preempted_requeued_and_ends_as_if_uninterrupted(sl
     env = slurm_2node
     sweep_dir, index = _sweep(tmp_path, builtin_dirs, env)
     job_id, eval_id, run_dir = _jobs(index)
-    _wait(lambda: rundir.list_checkpoints(run_dir), 300, "the first epoch checkpoint", env, poll_s=0.2)
+    _wait(lambda: rundir.list_checkpoints(run_dir), 300, "the first epoch checkpoint", poll_s=0.2, env=env)
     status = _run(env, "status", str(sweep_dir))
     assert "RUNNING" in status.stdout and "clickseg-node[1-2]" in status.stdout, status.stdout
     subprocess.run(["scancel", "--signal=USR2", job_id], check=True, timeout=60, env={**os.environ, **env})
     state = _wait(lambda: (rundir.read_state(run_dir) if job_id not in _queue(env) and eval_id not in _queue(env)
-                           else None), 600, "the requeued job and its evaluation to end", env)
+                           else None), 600, "the requeued job and its evaluation to end", env=env)
 
     assert state.status is Status.DONE, state
     assert state.hosts == NODES  # world size 2: rank 0 on the first node, rank 1 on the second
@@ -147,13 +136,13 @@ def test_a_lost_node_fails_the_job_cleanly_and_a_resubmission_resumes(slurm_2nod
     env = slurm_2node
     sweep_dir, index = _sweep(tmp_path, builtin_dirs, env, **{"train.epochs": 4})
     job_id, eval_id, run_dir = _jobs(index)
-    _wait(lambda: rundir.list_checkpoints(run_dir), 300, "the first epoch checkpoint", env, poll_s=0.2)
-    lost = _wait(lambda: _node_pids(job_id, node=1), 60, "the training process on the second node", env, 0.1)
+    _wait(lambda: rundir.list_checkpoints(run_dir), 300, "the first epoch checkpoint", poll_s=0.2, env=env)
+    lost = _wait(lambda: _node_pids(job_id, node=1), 60, "the training process on the second node", 0.1, env)
     t0 = time.time()
     for pid in lost:
         os.kill(pid, signal.SIGKILL)
     state = _wait(lambda: (rundir.read_state(run_dir) if job_id not in _queue(env) and eval_id not in _queue(env)
-                           else None), 180, "the job to fail and its evaluation to end", env)
+                           else None), 180, "the job to fail and its evaluation to end", env=env)
     assert time.time() - t0 < 180  # nothing hangs
     assert state.status is Status.FAILED, state
     assert "node 1 (clickseg-node2): the training exited with code" in state.error, state.error
@@ -168,7 +157,7 @@ def test_a_lost_node_fails_the_job_cleanly_and_a_resubmission_resumes(slurm_2nod
     new_job, new_eval, _ = _jobs(index)
     assert new_job != job_id
     state = _wait(lambda: (rundir.read_state(run_dir) if new_job not in _queue(env) and new_eval not in _queue(env)
-                           else None), 600, "the resubmitted job to end", env)
+                           else None), 600, "the resubmitted job to end", env=env)
     assert state.status is Status.DONE, state
     log = (run_dir / "train_node0.log").read_text()
     assert f"from epoch_{done[-1]:04d}.pt: epoch {done[-1]}, batch 0" in log, log[-3000:]

@@ -64,14 +64,16 @@ def _sweep(tmp_path, builtin_dirs, grid, *extra) -> tuple[Path, float, str]:
     return sweep_dir, elapsed, out.stdout
 
 
-def _wait(predicate, timeout_s: float, what: str, poll_s: float = 2.0):
+def _wait(predicate, timeout_s: float, what: str, poll_s: float = 2.0, env: dict | None = None):
+    """``predicate()``'s first true value within ``timeout_s``; else an error with the queue
+    (of the cluster that ``env``'s SLURM_CONF names, if given)."""
     deadline = time.time() + timeout_s
     while time.time() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(poll_s)
-    queue = subprocess.run(["squeue"], capture_output=True, text=True).stdout
+    queue = subprocess.run(["squeue"], capture_output=True, text=True, env={**os.environ, **(env or {})}).stdout
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}; squeue:\n{queue}")
 
 
