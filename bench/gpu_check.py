@@ -3,7 +3,7 @@ torch.compile) with the click simulation, peak memory, the attention kernel in u
 a click at 1024, and the agreement of CUDA's outputs with the CPU's.
 
     bash bench/gpu_check.sh                      # ViT-B sax2 (SegNext's COCO+LVIS model)
-    python bench/gpu_check.py --arch tiny --sizes 64 --device cpu --steps 2   # a dry run anywhere
+    python bench/gpu_check.py --arch tiny_p8 --sizes 64 --device cpu --steps 2   # a dry run anywhere
 
 Training steps are the project's (``clickseg.train``'s pieces: the recipe's ``multi`` click
 simulation, the normalized focal loss, Adam) on random images with a random object per sample.
@@ -21,7 +21,7 @@ from clickseg.config import load_config
 from clickseg.losses import normalized_focal_loss
 from clickseg.model import ARCHITECTURES, build_segnext
 from clickseg.predictor import Predictor
-from clickseg.simulate import prepare_prompts
+from clickseg.simulate import ClickSimulation
 from clickseg.train import make_optimizer
 
 
@@ -41,7 +41,7 @@ def batch(size: int, n: int, device: torch.device, rng: np.random.Generator):
         ry, rx = rng.uniform(0.1, 0.25, 2) * size
         gt[i, 0] = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
         clicks[i, 0] = torch.tensor([cy, cx, 1.0])
-    return images, torch.from_numpy(gt).to(device), clicks
+    return images, torch.from_numpy(gt).to(device), clicks.to(device)
 
 
 def train_speed(arch: str, size: int, n: int, steps: int, device: torch.device, precision: str,
@@ -50,7 +50,10 @@ def train_speed(arch: str, size: int, n: int, steps: int, device: torch.device, 
     torch.manual_seed(0)
     cfg = load_config(None, ["clicks.mode=multi"])
     module = build_segnext(arch, size).to(device).train()
-    model = torch.compile(module) if compiled else module
+    if compiled:  # as train.compile does: the parts in place, the click simulation eager
+        for part in (module.image_encoder, module.prompt_encoder, module.decoder):
+            part.compile()
+    model = module
     opt = make_optimizer(module, cfg)
     rng = np.random.default_rng(0)
     data = batch(size, n, device, rng)
@@ -59,8 +62,8 @@ def train_speed(arch: str, size: int, n: int, steps: int, device: torch.device, 
     def step():
         images, gt, clicks = data
         with autocast:
-            c, prev = prepare_prompts(module, images, gt, clicks, cfg.clicks, rng)
-            loss = normalized_focal_loss(model(images, c, prev).float(), gt).mean()
+            prompts = ClickSimulation(gt, cfg.clicks, rng)
+            loss = normalized_focal_loss(model(images, clicks, torch.zeros_like(gt), simulate=prompts).float(), gt).mean()
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)

@@ -1,9 +1,15 @@
 """Prompt simulation during training: the clicks and previous mask the model is trained on.
 
-Runs without gradient and may call the model on the batch first (correction
-clicks for ``multi``; the previous interaction for ``single_any``).
+SegNext's trainer encodes each batch's images once per step, with gradient, and runs its
+correction-click passes on those features without gradient, the model in eval mode for each
+pass; the final prediction reuses the same features. :class:`ClickSimulation` is that
+simulation as a callable the model's forward runs on its own image tokens
+(``model(images, clicks, prev, simulate=ClickSimulation(...))``), so the step encodes the
+images once and a distributed wrapper (DDP) still sees one forward.
 """
 from __future__ import annotations
+
+from typing import Callable
 
 import numpy as np
 import torch
@@ -12,13 +18,16 @@ from clickseg.config import ClickConfig
 from clickseg.data.clicks import correction_click
 from clickseg.model import SegNext
 
+Tokens = torch.Tensor | Callable[[], torch.Tensor]
+
 
 class _Frozen:
-    """The model in eval mode for the ``with`` block (switched once, not per click), run without
-    gradient; image features computed once for all the clicks."""
+    """The model in eval mode for the ``with`` block (switched once, not per click), decoding
+    without gradient; ``tokens`` are the image features, or a function computing them on first
+    use (no encoder pass when no click is simulated)."""
 
-    def __init__(self, model: SegNext, images: torch.Tensor):
-        self.model, self.images, self.features = model, images, None
+    def __init__(self, model: SegNext, tokens: Tokens):
+        self.model, self.tokens = model, tokens
 
     def __enter__(self) -> "_Frozen":
         self.was_training = self.model.training
@@ -30,14 +39,14 @@ class _Frozen:
 
     @torch.no_grad()
     def predict(self, clicks: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
-        if self.features is None:
-            self.features = self.model.encode_image(self.images)
-        return torch.sigmoid(self.model.decode(self.features, clicks, prev).float())
+        if callable(self.tokens):
+            self.tokens = self.tokens()
+        return torch.sigmoid(self.model.decode(self.tokens, clicks, prev).float())
 
 
-def prepare_prompts(model: SegNext, images: torch.Tensor, gt: torch.Tensor, clicks: torch.Tensor,
-                    cfg: ClickConfig, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return ``(clicks, prev_mask)`` on the images' device for one training step.
+def simulate_prompts(model: SegNext, tokens: Tokens, gt: torch.Tensor, clicks: torch.Tensor, prev: torch.Tensor,
+                     cfg: ClickConfig, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return ``(clicks, prev_mask)`` for one training step (new tensors; the inputs are kept).
 
     ``multi`` (SegNext's trainer): n uniform in 0..``max_correction_clicks`` for the batch; n
     times, the model's probabilities become the previous mask and every sample gets a click by
@@ -45,15 +54,16 @@ def prepare_prompts(model: SegNext, images: torch.Tensor, gt: torch.Tensor, clic
     (positive) or the i-th last row (negative); a sample without error gets none.
     ``single_any``: half of the samples replace their positive click by a correction click in
     the error of the model's prediction for it, which becomes their previous mask.
+    Other modes return the inputs.
 
     Args:
-        images: (B, 3, T, T) in [0, 1]; gt: (B, 1, T, T) object masks.
+        tokens: the batch's image tokens (B, N, C), or a function computing them.
+        gt: (B, 1, T, T) object masks.
         clicks: (B, P, 3) initial clicks from the data stream (padded with -1).
+        prev: (B, 1, T, T) the previous mask before any simulated pass (zeros in training).
     """
-    device = images.device
-    b, _, t, _ = images.shape
-    prev = torch.zeros(b, 1, t, t, device=device)
-    clicks = clicks.to(device)
+    device = prev.device
+    b = prev.shape[0]
     gt_np = gt[:, 0].cpu().numpy() > 0.5
 
     if cfg.mode == "multi":
@@ -62,7 +72,7 @@ def prepare_prompts(model: SegNext, images: torch.Tensor, gt: torch.Tensor, clic
             return clicks, prev
         clicks = clicks.clone()
         rows = clicks.shape[1]
-        with _Frozen(model, images) as frozen:
+        with _Frozen(model, tokens) as frozen:
             for i in range(1, n_extra + 1):
                 prev = frozen.predict(clicks, prev)
                 prob = prev[:, 0].cpu().numpy()
@@ -76,13 +86,38 @@ def prepare_prompts(model: SegNext, images: torch.Tensor, gt: torch.Tensor, clic
     if cfg.mode == "single_any":
         redo = rng.random(b) < 0.5
         if redo.any():
-            with _Frozen(model, images) as frozen:
+            with _Frozen(model, tokens) as frozen:
                 guess = frozen.predict(clicks, prev)
             prob = guess[:, 0].cpu().numpy()
-            clicks = clicks.clone()
+            clicks, prev = clicks.clone(), prev.clone()
             for j in np.flatnonzero(redo):
                 c = correction_click(gt_np[j], prob[j], cfg.threshold, rng)
                 if c is not None:
                     clicks[j, 0] = torch.tensor(c, dtype=clicks.dtype, device=device)
-                    prev[j] = guess[j]
+                    prev[j] = guess[j].to(prev.dtype)
     return clicks, prev
+
+
+class ClickSimulation:
+    """One training batch's prompt simulation, run by ``SegNext.forward(..., simulate=self)`` on the
+    batch's own image tokens; the final clicks and previous mask stay readable afterwards
+    (``.clicks``, ``.prev``) for logging."""
+
+    def __init__(self, gt: torch.Tensor, cfg: ClickConfig, rng: np.random.Generator):
+        self.gt, self.cfg, self.rng = gt, cfg, rng
+        self.clicks: torch.Tensor | None = None
+        self.prev: torch.Tensor | None = None
+
+    def __call__(self, model: SegNext, tokens: torch.Tensor, clicks: torch.Tensor,
+                 prev: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.clicks, self.prev = simulate_prompts(model, tokens, self.gt, clicks, prev, self.cfg, self.rng)
+        return self.clicks, self.prev
+
+
+def prepare_prompts(model: SegNext, images: torch.Tensor, gt: torch.Tensor, clicks: torch.Tensor,
+                    cfg: ClickConfig, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The simulation on its own (no training forward): encodes ``images`` (B, 3, T, T in [0, 1])
+    only if a pass needs it; the same draws as inside the training step."""
+    b, _, t, _ = images.shape
+    prev = torch.zeros(b, 1, t, t, device=images.device)
+    return simulate_prompts(model, lambda: model.encode_image(images), gt, clicks.to(images.device), prev, cfg, rng)

@@ -41,7 +41,7 @@ from clickseg.model import build_segnext
 from clickseg.model.pretrained import load_mae_weights
 from clickseg.schedule import make_scheduler
 from clickseg.rundir import Status
-from clickseg.simulate import prepare_prompts
+from clickseg.simulate import ClickSimulation
 from clickseg.visualize import click_overlay
 from shards.manifest import MANIFEST_NAME
 from shards.verify import verify_for_training
@@ -185,7 +185,7 @@ class Run:
     cfg: Config
     run_dir: Path
     accelerator: Accelerator
-    model: torch.nn.Module  # prepared by accelerate (DDP), compiled with train.compile
+    model: torch.nn.Module  # prepared by accelerate (DDP); its parts compiled with train.compile
     module: torch.nn.Module  # the plain model: state dicts, the click simulation
     optimizer: torch.optim.Optimizer
     scheduler: Any
@@ -236,8 +236,9 @@ def _train(cfg: Config, run_dir: Path, stop: StopRequest) -> None:
     position = resume(run_dir, model, optimizer, scheduler, accelerator)
     module = model
     model, optimizer = accelerator.prepare(model, optimizer)
-    if cfg.train.compile:
-        model = torch.compile(model)
+    if cfg.train.compile:  # the parts, in place: the click simulation stays eager, the keys stay plain
+        for part in (module.image_encoder, module.prompt_encoder, module.decoder):
+            part.compile()
     hosts = gather_object([socket.gethostname()]) if accelerator.num_processes > 1 else [socket.gethostname()]
     run = Run(cfg, run_dir, accelerator, model, module, optimizer, scheduler, steps_per_epoch, stop, hosts)
     rank = accelerator.process_index
@@ -317,10 +318,10 @@ def train_epoch(run: Run, start: Position, progress: "Progress") -> EpochEnd:
         images = batch["image"].to(accelerator.device).float() / 255.0
         gt = batch["mask"].to(accelerator.device)
         skipped += int(batch["skipped"].sum())
+        prompts = ClickSimulation(gt, cfg.clicks, rng)  # runs inside the forward, on the step's features
+        prev = torch.zeros_like(gt)
         with accelerator.autocast():
-            clicks, prev = prepare_prompts(run.module, images, gt, batch["clicks"], cfg.clicks, rng)
-        with accelerator.autocast():
-            logits = model(images, clicks, prev)
+            logits = model(images, batch["clicks"].to(accelerator.device), prev, simulate=prompts)
             loss = normalized_focal_loss(logits.float(), gt).mean()
         accelerator.backward(loss)
         if finite_gradients(run.module):  # the same on every rank: DDP has averaged the gradients
@@ -343,7 +344,7 @@ def train_epoch(run: Run, start: Position, progress: "Progress") -> EpochEnd:
         if stop and batch_index + 1 < run.steps_per_epoch:
             return EpochEnd(Position(start.epoch, batch_index + 1, step), True, loss.item(), skipped,
                             time.time() - t0, samples, click_rng=rng)
-    last = {"images": images, "gt": gt, "logits": logits.detach(), "clicks": clicks}
+    last = {"images": images, "gt": gt, "logits": logits.detach(), "clicks": prompts.clicks}
     return EpochEnd(Position(start.epoch + 1, 0, step), stop, loss.item(), skipped, time.time() - t0, samples, last)
 
 

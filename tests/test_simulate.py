@@ -5,7 +5,8 @@ import torch
 
 from clickseg.config import ClickConfig
 from clickseg.model import build_segnext
-from clickseg.simulate import prepare_prompts
+from clickseg.losses import normalized_focal_loss
+from clickseg.simulate import ClickSimulation, prepare_prompts
 
 
 def _batch(b: int = 3, t: int = 64) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -82,3 +83,44 @@ def test_single_any_redraws_half_the_clicks_in_the_error():
         y, x, label = clicks[j, 0].long().tolist()
         p = prev[j, 0, y, x].item()
         assert (label == 1 and gt_np[j, y, x] and p < 0.49) or (label == 0 and not gt_np[j, y, x] and p > 0.49)
+
+
+def test_training_forward_encodes_once_and_equals_simulation_then_forward():
+    """``model(..., simulate=ClickSimulation)`` (SegNext's trainer: one encoder pass per step, the
+    correction passes on its features) gives the same clicks, logits and gradients as simulating
+    first on separately computed features and then running a plain forward, with one image-encoder
+    pass instead of two."""
+    images, gt, initial = _batch(b=4)
+    cfg = ClickConfig(mode="multi", max_positive=2, max_negative=2, max_correction_clicks=3)
+    for mode, seed in (("multi", 0), ("multi", 4), ("single_any", 3)):
+        cfg = ClickConfig(mode=mode, max_positive=2, max_negative=2, max_correction_clicks=3)
+        init = initial if mode == "multi" else initial[:, :1]
+        results = []
+        for fused in (False, True):
+            torch.manual_seed(0)
+            model = build_segnext("tiny_p8", 64).train()
+            calls = []
+            model.image_encoder.register_forward_hook(lambda *_: calls.append(1))
+            rng = np.random.default_rng(seed)
+            torch.manual_seed(1)  # the decoder's dropout in the final (training-mode) decode
+            if fused:
+                sim = ClickSimulation(gt, cfg, rng)
+                logits = model(images, init, torch.zeros_like(gt), simulate=sim)
+                clicks = sim.clicks
+            else:
+                clicks, prev = prepare_prompts(model, images, gt, init, cfg, rng)
+                torch.manual_seed(1)
+                logits = model(images, clicks, prev)
+            normalized_focal_loss(logits, gt).mean().backward()
+            grads = {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+            results.append((clicks, logits.detach(), grads, len(calls)))
+            assert model.training
+        (c0, l0, g0, n0), (c1, l1, g1, n1) = results
+        simulated = not torch.equal(c0, init)
+        assert simulated, (mode, seed)  # these seeds do simulate at least one pass
+        assert (n0, n1) == (2, 1)
+        assert torch.equal(c0, c1)
+        torch.testing.assert_close(l1, l0, rtol=0, atol=1e-6)
+        assert g0.keys() == g1.keys() and len(g0) > 100
+        for k in g0:
+            torch.testing.assert_close(g1[k], g0[k], rtol=1e-5, atol=1e-7, msg=k)

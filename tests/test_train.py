@@ -78,7 +78,7 @@ def test_stop_signal_mid_epoch_writes_interrupt_checkpoint_and_resumes_exactly(b
     ref_dir, run_dir = tmp_path / "ref", tmp_path / "run"
     try:
         train(load_config(REPO / "configs" / "demo.yaml", tiny_overrides(builtin_dirs, ref_dir, **extra)))
-        real, calls = train_module.prepare_prompts, []
+        real, calls = train_module.ClickSimulation, []
 
         def signal_at_step_15(*args, **kwargs):  # 12 steps per epoch: step 15 is batch 3 of epoch 2
             calls.append(1)
@@ -87,7 +87,7 @@ def test_stop_signal_mid_epoch_writes_interrupt_checkpoint_and_resumes_exactly(b
             return real(*args, **kwargs)
 
         cfg = load_config(REPO / "configs" / "demo.yaml", tiny_overrides(builtin_dirs, run_dir, **extra))
-        monkeypatch.setattr(train_module, "prepare_prompts", signal_at_step_15)
+        monkeypatch.setattr(train_module, "ClickSimulation", signal_at_step_15)
         train(cfg)
         interrupt = checkpoint.load(rundir.interrupt_path(run_dir))
         assert (interrupt["epoch"], interrupt["batch_in_epoch"], interrupt["step"]) == (1, 3, 15)
@@ -95,7 +95,7 @@ def test_stop_signal_mid_epoch_writes_interrupt_checkpoint_and_resumes_exactly(b
         assert [e for e, _ in rundir.list_checkpoints(run_dir)] == [1]
         assert signal.getsignal(signal.SIGUSR2) is signal.SIG_DFL  # the handler is removed again
 
-        monkeypatch.setattr(train_module, "prepare_prompts", real)
+        monkeypatch.setattr(train_module, "ClickSimulation", real)
         train(cfg)
     finally:
         torch.set_num_threads(threads)
@@ -111,7 +111,7 @@ def test_stop_signal_on_the_last_batch_of_an_epoch_stops_after_its_checkpoint(bu
 
     extra = {"train.epochs": 3, "train.samples_per_epoch": 16, "clicks.mode": "single_pos"}
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    real, calls = train_module.prepare_prompts, []
+    real, calls = train_module.ClickSimulation, []
 
     def signal_at_step_4(*args, **kwargs):  # 4 steps per epoch: the last batch of epoch 1
         calls.append(1)
@@ -119,7 +119,7 @@ def test_stop_signal_on_the_last_batch_of_an_epoch_stops_after_its_checkpoint(bu
             os.kill(os.getpid(), signal.SIGUSR2)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "prepare_prompts", signal_at_step_4)
+    monkeypatch.setattr(train_module, "ClickSimulation", signal_at_step_4)
     threads = torch.get_num_threads()
     try:
         train(load_config(REPO / "configs" / "demo.yaml", tiny_overrides(builtin_dirs, tmp_path / "run", **extra)))
@@ -265,7 +265,7 @@ def test_compiled_training_keeps_plain_checkpoints_and_outputs(builtin_dirs, tmp
              "data.min_object_area": 30}
     train(load_config(None, tiny_overrides(builtin_dirs, run_dir, **small, **{"train.compile": True})))
     monkeypatch.undo()
-    assert compiled_calls == ["SegNext"]
+    assert compiled_calls == ["method"] * 3  # the image encoder, prompt encoder and decoder, in place
     compiled_ckpt = _final_state(run_dir)
     train(load_config(None, tiny_overrides(builtin_dirs, tmp_path / "eager", **small)))
     assert list(compiled_ckpt["model"]) == list(_final_state(tmp_path / "eager")["model"])  # no "_orig_mod."

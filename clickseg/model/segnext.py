@@ -1,6 +1,8 @@
 """SegNext: composes the image encoder, the prompt encoder and the mask decoder."""
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -58,5 +60,16 @@ class SegNext(nn.Module):
         logits = self.decoder(image_tokens, prompt_tokens, self.image_encoder.grid)
         return F.interpolate(logits, size=(self.input_size, self.input_size), mode="bilinear", align_corners=True)
 
-    def forward(self, images: torch.Tensor, clicks: torch.Tensor, prev_mask: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.encode_image(images), clicks, prev_mask)
+    def forward(self, images: torch.Tensor, clicks: torch.Tensor, prev_mask: torch.Tensor,
+                simulate: Callable | None = None) -> torch.Tensor:
+        """Logits (B, 1, T, T) for images (B, 3, T, T) in [0, 1].
+
+        ``simulate(model, image_tokens, clicks, prev_mask) -> (clicks, prev_mask)``, when given, runs
+        on this batch's image tokens (detached) before the final decode: training's click
+        simulation (``clickseg.simulate.ClickSimulation``), which thus reuses the features of the
+        step, as SegNext's trainer does, inside the one forward a DDP wrapper sees.
+        """
+        image_tokens = self.encode_image(images)
+        if simulate is not None:
+            clicks, prev_mask = simulate(self, image_tokens.detach(), clicks, prev_mask)
+        return self.decode(image_tokens, clicks, prev_mask)

@@ -9,33 +9,16 @@ it exactly as SegNext saves checkpoints (``{'state_dict', 'config': model._confi
 and runs SegNext's evaluation loop (``isegm.inference``: ``Clicker``, ``BasePredictor``,
 ``get_iou``, threshold 0.49) on seeded images and masks. It records every click, the
 IoU after every click, and the probabilities on a strided pixel grid (stride 7; 23 on the
-two large images); ``stride/<image>`` holds each image's stride. SegNext's head imports
-``mmcv.cnn.ConvModule``; when mmcv is not installed, a stand-in with the same computation
-(1x1 conv with bias, then ReLU, attribute ``conv``) is put on the path.
+two large images); ``stride/<image>`` holds each image's stride. SegNext is imported by
+``bench/_segnext.py`` (with its mmcv stand-in when mmcv is not installed).
 """
 from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
-import types
 from pathlib import Path
 
 import numpy as np
-
-CONV_MODULE_STANDIN = '''
-import torch.nn as nn
-
-
-class ConvModule(nn.Module):
-    def __init__(self, in_channels, out_channels, kernel_size):
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, bias=True)
-        self.activate = nn.ReLU(inplace=True)
-
-    def forward(self, x):
-        return self.activate(self.conv(x))
-'''
 
 # name -> (input size, embed dim, depth, heads, global_atten_freq, fusion depth, neck dims, head channels)
 CASES = {
@@ -95,20 +78,10 @@ def main() -> None:
     ap.add_argument("--segnext", required=True, help="the 'segnext' folder of a SegNext checkout (holds isegm/)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "segnext_ref"))
     args = ap.parse_args()
-    try:
-        import mmcv.cnn  # noqa: F401
-    except ImportError:
-        shim = Path(tempfile.mkdtemp()) / "mmcv"
-        (shim / "cnn").mkdir(parents=True)
-        (shim / "__init__.py").write_text("")
-        (shim / "cnn" / "__init__.py").write_text(CONV_MODULE_STANDIN)
-        sys.path.insert(0, str(shim.parent))
-    sys.path.insert(0, args.segnext)
-    # isegm.inference.utils imports the dataset classes (albumentations etc.) only for get_dataset;
-    # the evaluation functions recorded here do not need them.
-    datasets = types.ModuleType("isegm.data.datasets")
-    datasets.__getattr__ = lambda name: None
-    sys.modules["isegm.data.datasets"] = datasets
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from bench._segnext import import_segnext  # the mmcv stand-in and the dataset stub
+
+    import_segnext(args.segnext)
     import torch
     from isegm.inference.clicker import Clicker
     from isegm.inference.predictor import BasePredictor
