@@ -78,6 +78,11 @@ class DataConfig:
     max_merged_objects: int = 2
     """A merged target unites 2 to this many distinct root objects."""
     num_workers: int = 0
+    """Data-loading worker processes per training process (0: in the training process). They live
+    for the whole training: one DataLoader serves every epoch, with the same batches as a loader
+    made anew per epoch (``clickseg.data.stream.EpochSequence``)."""
+    prefetch_batches: int = 2
+    """Batches each worker prepares ahead (the DataLoader's ``prefetch_factor``), across epoch ends."""
     shuffle_buffer: int = 256
     cache_mb: float = 0
     """Keep decoded training samples in memory, up to this many MB per data-loading process (0: off).
@@ -445,6 +450,7 @@ def _validate_recipe(cfg: Config) -> None:
     _need(d.max_merged_objects >= 2, "data.max_merged_objects", "must be >= 2 (a merged target unites 2 or more)")
     _need(d.cache_mb >= 0, "data.cache_mb", "must be >= 0 (0: no cache)")
     _need(d.num_workers >= 0, "data.num_workers", "must be >= 0")
+    _need(d.prefetch_batches >= 1, "data.prefetch_batches", "must be >= 1")
     _need(d.shuffle_buffer >= 1, "data.shuffle_buffer", "must be >= 1")
     _need(0 < a.scale_min <= a.scale_max, "augment.scale_min", "need 0 < scale_min <= scale_max")
     _need(0.0 <= a.shift_limit < 0.5, "augment.shift_limit", "must be in [0, 0.5)")

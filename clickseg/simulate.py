@@ -9,13 +9,15 @@ images once and a distributed wrapper (DDP) still sees one forward.
 """
 from __future__ import annotations
 
-from typing import Callable
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
 from clickseg.config import ClickConfig
-from clickseg.data.clicks import correction_click
+from clickseg.data.clicks import draw_correction_click, error_depth
 from clickseg.model import SegNext
 
 Tokens = torch.Tensor | Callable[[], torch.Tensor]
@@ -64,7 +66,6 @@ def simulate_prompts(model: SegNext, tokens: Tokens, gt: torch.Tensor, clicks: t
     """
     device = prev.device
     b = prev.shape[0]
-    gt_np = gt[:, 0].cpu().numpy() > 0.5
 
     if cfg.mode == "multi":
         n_extra = int(rng.integers(0, cfg.max_correction_clicks + 1))
@@ -75,9 +76,7 @@ def simulate_prompts(model: SegNext, tokens: Tokens, gt: torch.Tensor, clicks: t
         with _Frozen(model, tokens) as frozen:
             for i in range(1, n_extra + 1):
                 prev = frozen.predict(clicks, prev)
-                prob = prev[:, 0].cpu().numpy()
-                for j in range(b):
-                    c = correction_click(gt_np[j], prob[j], cfg.threshold, rng)
+                for j, c in enumerate(correction_clicks(gt, prev, cfg.threshold, rng)):
                     if c is not None:
                         row = cfg.max_positive - i if c[2] else rows - i
                         clicks[j, row] = torch.tensor(c, dtype=clicks.dtype, device=device)
@@ -88,14 +87,46 @@ def simulate_prompts(model: SegNext, tokens: Tokens, gt: torch.Tensor, clicks: t
         if redo.any():
             with _Frozen(model, tokens) as frozen:
                 guess = frozen.predict(clicks, prev)
-            prob = guess[:, 0].cpu().numpy()
             clicks, prev = clicks.clone(), prev.clone()
-            for j in np.flatnonzero(redo):
-                c = correction_click(gt_np[j], prob[j], cfg.threshold, rng)
+            samples = np.flatnonzero(redo).tolist()
+            for j, c in zip(samples, correction_clicks(gt, guess, cfg.threshold, rng, samples)):
                 if c is not None:
                     clicks[j, 0] = torch.tensor(c, dtype=clicks.dtype, device=device)
                     prev[j] = guess[j].to(prev.dtype)
     return clicks, prev
+
+
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1), thread_name_prefix="clickseg-clicks")
+    return _POOL
+
+
+def correction_clicks(gt: torch.Tensor, prob: torch.Tensor, threshold: float, rng: np.random.Generator,
+                      samples: Sequence[int] | None = None) -> list[tuple[int, int, int] | None]:
+    """``clickseg.data.clicks.correction_click`` for the ``samples`` of a batch (default: all), in
+    that order: the same clicks and the same draws from ``rng`` as calling it per sample.
+
+    The error regions are found on the tensors' device and reach the CPU in one transfer; the
+    distance transforms (the costly part: about 5 ms per sample at 512 px, 19 ms at 1024) run in
+    a thread pool, as OpenCV releases the GIL; the draws are then made in sample order.
+
+    Args:
+        gt: (B, 1, T, T) object masks; prob: (B, 1, T, T) probabilities.
+    """
+    idx = list(range(gt.shape[0])) if samples is None else list(samples)
+    if not idx:
+        return []
+    target = gt[idx, 0] > 0.5
+    p = prob[idx, 0]
+    fn = (target & (p < threshold)).cpu().numpy()
+    fp = (~target & (p > threshold)).cpu().numpy()
+    depths = _pool().map(error_depth, fn, fp) if len(idx) > 1 else [error_depth(fn[0], fp[0])]
+    return [draw_correction_click(positive, dt, rng) for positive, dt in depths]
 
 
 class ClickSimulation:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import os
 import signal
 import socket
@@ -19,7 +20,7 @@ import sys
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 # Bitwise-reproducible CPU runs: MKL otherwise picks code paths by memory alignment. Read when
 # MKL starts, so it must be set before torch is imported (jobs.tasks also sets it for its launches).
@@ -35,7 +36,7 @@ from tqdm import tqdm
 
 from clickseg import checkpoint, rundir
 from clickseg.config import Config, ConfigError, load_config, save_config, to_dict
-from clickseg.data.stream import TrainStream, one_thread_worker
+from clickseg.data.stream import EpochSequence, TrainStream, one_thread_worker
 from clickseg.losses import normalized_focal_loss
 from clickseg.model import build_segnext
 from clickseg.model.pretrained import load_mae_weights
@@ -115,8 +116,8 @@ def check_data(cfg: Config) -> None:
 
 
 # What a resumed run may change: how long it trains, how it is watched and where it runs.
-RESUMABLE_KEYS = ("name", "train.epochs", "train.log_every", "train.num_vis", "data.num_workers", "data.cache_mb",
-                  "data.eval", "eval", "executor")
+RESUMABLE_KEYS = ("name", "train.epochs", "train.log_every", "train.num_vis", "data.num_workers",
+                  "data.prefetch_batches", "data.cache_mb", "data.eval", "eval", "executor")
 
 
 def _flat(data: dict, prefix: str = "") -> dict:
@@ -247,8 +248,9 @@ def _train(cfg: Config, run_dir: Path, stop: StopRequest) -> None:
     accelerator.init_trackers("tb", config={"name": cfg.name})
     progress = Progress(run, position)
 
+    batches = training_batches(cfg, rank, accelerator.num_processes, position, steps_per_epoch)
     while position.epoch < cfg.train.epochs:
-        end = train_epoch(run, position, progress)
+        end = train_epoch(run, position, progress, batches)
         position = end.position
         if position.batch:  # stopped inside the epoch
             save_checkpoint(run, position, end.click_rng)
@@ -266,7 +268,7 @@ def _train(cfg: Config, run_dir: Path, stop: StopRequest) -> None:
         run.record(Status.DONE, position, rank_param_checksums=checksums)
     accelerator.end_training()
     # Free DDP objects before the process group goes away (avoids a gloo teardown abort).
-    del model, module, optimizer, run, progress
+    del model, module, optimizer, run, progress, batches
     accelerator.free_memory()
 
 
@@ -295,26 +297,34 @@ def resume(run_dir: Path, model, optimizer, scheduler, accelerator: Accelerator)
     return position
 
 
-def train_epoch(run: Run, start: Position, progress: "Progress") -> EpochEnd:
-    """Train epoch ``start.epoch`` from batch ``start.batch``, until its end or a stop request."""
+def training_batches(cfg: Config, rank: int, world: int, start: Position, steps_per_epoch: int) -> Iterator[dict]:
+    """This rank's batches from epoch ``start.epoch`` (batch 0) to the last: one DataLoader whose
+    workers live for the whole training (``clickseg.data.stream.EpochSequence``)."""
+    data = EpochSequence(cfg, rank, world, start.epoch, cfg.train.epochs, steps_per_epoch, cfg.train.batch_size)
+    workers = cfg.data.num_workers
+    return iter(DataLoader(data, batch_size=cfg.train.batch_size, num_workers=workers,
+                           worker_init_fn=one_thread_worker, pin_memory=torch.cuda.is_available(),
+                           prefetch_factor=cfg.data.prefetch_batches if workers else None))
+
+
+def train_epoch(run: Run, start: Position, progress: "Progress", batches: Iterator[dict]) -> EpochEnd:
+    """Train epoch ``start.epoch`` from batch ``start.batch`` (``batches`` is at the epoch's batch
+    0 when ``start.batch`` > 0), until its end or a stop request."""
     cfg, accelerator, model = run.cfg, run.accelerator, run.model
     rank, world = accelerator.process_index, accelerator.num_processes
-    loader = DataLoader(TrainStream(cfg, rank, world, start.epoch), batch_size=cfg.train.batch_size,
-                        num_workers=cfg.data.num_workers, worker_init_fn=one_thread_worker,
-                        pin_memory=torch.cuda.is_available())
     rng = np.random.default_rng([cfg.train.seed, start.epoch, rank, 1])
     model.train()
-    batches = zip(loader, range(run.steps_per_epoch))
     if start.batch:
         # Mid-epoch resume: replay the stream up to the interrupted batch (the data position),
         # then restore every RNG as it was at that step.
-        for _ in zip(range(start.batch), batches):
+        for _ in itertools.islice(batches, start.batch):
             pass
         rng.bit_generator.state = start.click_rng[rank]
         checkpoint.set_rng_state(start.rng)
     progress.start_epoch(start)
     step, skipped, samples, t0 = start.step, 0, 0, time.time()
-    for batch_index, (batch, _) in enumerate(batches, start=start.batch):
+    epoch = itertools.islice(batches, run.steps_per_epoch - start.batch)
+    for batch_index, batch in enumerate(epoch, start=start.batch):
         images = batch["image"].to(accelerator.device).float() / 255.0
         gt = batch["mask"].to(accelerator.device)
         skipped += int(batch["skipped"].sum())

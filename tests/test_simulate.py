@@ -124,3 +124,32 @@ def test_training_forward_encodes_once_and_equals_simulation_then_forward():
         assert g0.keys() == g1.keys() and len(g0) > 100
         for k in g0:
             torch.testing.assert_close(g1[k], g0[k], rtol=1e-5, atol=1e-7, msg=k)
+
+
+def test_batched_correction_clicks_equal_the_per_sample_rule():
+    """The batch version (regions on the device, distance transforms in threads) gives every
+    sample's click and leaves the generator exactly as ``correction_click`` called per sample in
+    order: random blobs, probabilities on both sides of and exactly at the threshold, samples
+    without error, subsets."""
+    from clickseg.data.clicks import correction_click
+    from clickseg.simulate import correction_clicks
+
+    gen = np.random.default_rng(5)
+    for trial in range(40):
+        b, t = int(gen.integers(1, 7)), int(gen.integers(8, 70))
+        gt = torch.from_numpy(gen.random((b, 1, t, t)) < gen.random()).float()
+        smooth = torch.nn.functional.avg_pool2d(torch.from_numpy(gen.random((b, 1, t, t), dtype=np.float32)), 5, 1, 2)
+        prob = smooth.clone()
+        prob[gen.random((b, 1, t, t)) < 0.1] = 0.49  # exactly the threshold: in neither region
+        if trial % 5 == 0:
+            prob[0] = gt[0]  # no error: no click
+        samples = None if trial % 2 else sorted(gen.choice(b, int(gen.integers(0, b + 1)), replace=False).tolist())
+        seed = int(gen.integers(1 << 30))
+        got_rng, want_rng = np.random.default_rng(seed), np.random.default_rng(seed)
+        got = correction_clicks(gt, prob, 0.49, got_rng, samples)
+        want = [correction_click(gt[j, 0].numpy() > 0.5, prob[j, 0].numpy(), 0.49, want_rng)
+                for j in (range(b) if samples is None else samples)]
+        assert got == want, trial
+        assert got_rng.integers(1 << 62) == want_rng.integers(1 << 62), trial
+        if trial % 5 == 0 and (samples is None or 0 in samples):
+            assert got[0 if samples is None else samples.index(0)] is None

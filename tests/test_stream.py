@@ -150,3 +150,32 @@ def test_stream_batches_report_truncation_exactly(builtin_dirs, tmp_path, monkey
     passes = 3
     items = list(islice(TrainStream(cfg, rank, world), passes * delivered + 1))  # up to the 1st item of pass 4
     assert sum(x["skipped"] for x in items) == passes * missing
+
+
+@pytest.mark.parametrize("workers,batches_per_epoch,batch", [(0, 3, 2), (2, 5, 2), (3, 4, 1)])
+def test_one_loader_for_all_epochs_gives_the_per_epoch_loaders_batches(builtin_dirs, tmp_path, workers,
+                                                                        batches_per_epoch, batch):
+    """``EpochSequence`` through one DataLoader (workers started once, prefetching across epoch
+    ends) yields, epoch after epoch, exactly the batches of a DataLoader made anew over each
+    epoch's ``TrainStream``, also when the epoch's batch count is not a multiple of the workers."""
+    from torch.utils.data import DataLoader
+
+    from clickseg.data.stream import EpochSequence, one_thread_worker
+
+    cfg = load_config(REPO / "configs" / "demo.yaml", tiny_overrides(builtin_dirs, tmp_path / "run", **{
+        "data.shuffle_buffer": 3, "data.num_workers": workers, "data.cache_mb": 0}))
+    rank, world, first, epochs = 1, 2, 1, 4
+
+    def loader(dataset):
+        return DataLoader(dataset, batch_size=batch, num_workers=workers, worker_init_fn=one_thread_worker)
+
+    want = []
+    for epoch in range(first, epochs):
+        want += list(islice(iter(loader(TrainStream(cfg, rank, world, epoch))), batches_per_epoch))
+    got = list(loader(EpochSequence(cfg, rank, world, first, epochs, batches_per_epoch, batch)))
+    assert len(got) == len(want) == (epochs - first) * batches_per_epoch
+    for i, (g, w) in enumerate(zip(got, want)):
+        assert g["key"] == w["key"], i
+        for name in ("image", "mask", "clicks", "skipped"):
+            assert torch.equal(g[name], w[name]), (i, name)
+    assert len({k for b in got for k in b["key"]}) > batches_per_epoch  # not one batch repeated

@@ -126,7 +126,18 @@ def correction_click(gt: np.ndarray, prob: np.ndarray, threshold: float,
     (``clickseg.regions`` says how the two rules differ); a pixel exactly at the threshold is in
     neither region here, as in SegNext's trainer.
     """
-    positive, dt = deeper_error(gt & (prob < threshold), ~gt & (prob > threshold), 5)
+    return draw_correction_click(*error_depth(gt & (prob < threshold), ~gt & (prob > threshold)), rng)
+
+
+def error_depth(fn: np.ndarray, fp: np.ndarray) -> tuple[bool, np.ndarray]:
+    """The deciding half of :func:`correction_click` (no random draw): whether the click is
+    positive, and the depth map (5x5 distance transform) of the region it is drawn from."""
+    return deeper_error(fn, fp, 5)
+
+
+def draw_correction_click(positive: bool, dt: np.ndarray, rng: np.random.Generator) -> tuple[int, int, int] | None:
+    """The drawing half of :func:`correction_click`: a pixel uniform among those deeper than half
+    the largest depth (None when the depth map is all zero)."""
     picked = uniform_pixels(dt > float(dt.max()) / 2.0, 1, rng)
     if len(picked) == 0:
         return None

@@ -219,7 +219,10 @@ class TrainStream(IterableDataset):
         return f"{len(names)} of {len(self.urls)} shards: {' '.join(names)}"
 
     def __iter__(self) -> Iterator[dict]:
-        slot = current_slot(self.rank, self.world_size)
+        return self.slot_items(current_slot(self.rank, self.world_size))
+
+    def slot_items(self, slot: Slot) -> Iterator[dict]:
+        """The endless stream of one slot (see the module docstring) in this stream's epoch."""
         urls, by_sample = assign(self.urls, slot)
         rng = np.random.default_rng([self.cfg.train.seed, self.epoch, slot.index])
         counter = _Counter()
@@ -261,3 +264,38 @@ class TrainStream(IterableDataset):
             "mask": torch.from_numpy(target.mask.astype(np.float32)[None]),
             "clicks": torch.from_numpy(clicks),
         }
+
+
+class EpochSequence(IterableDataset):
+    """Epochs ``first_epoch`` .. ``epochs - 1`` of a rank's training batches through ONE DataLoader,
+    so its worker processes (and their decoded-shard caches) live for the whole training and
+    prefetch across epoch boundaries; the batches are exactly those of a DataLoader made anew
+    over ``TrainStream(cfg, rank, world, epoch)`` for each epoch.
+
+    A DataLoader takes batch k from worker ``k % W``. A fresh per-epoch loader takes the epoch's
+    batch i from worker ``i % W``, so here worker w serves, in the epoch whose first batch has
+    the global index k0, the logical worker ``(w - k0) % W``: its slot's stream for that epoch,
+    cut after that logical worker's share of the epoch's ``batches_per_epoch`` batches.
+    """
+
+    def __init__(self, cfg: Config, rank: int, world_size: int, first_epoch: int, epochs: int,
+                 batches_per_epoch: int, batch_size: int):
+        self.cfg, self.rank, self.world_size = cfg, rank, world_size
+        self.first_epoch, self.epochs = first_epoch, epochs
+        self.batches_per_epoch, self.batch_size = batches_per_epoch, batch_size
+
+    def __iter__(self) -> Iterator[dict]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        for epoch in range(self.first_epoch, self.epochs):
+            k0 = (epoch - self.first_epoch) * self.batches_per_epoch
+            logical = (worker - k0) % workers
+            share = len(range(logical, self.batches_per_epoch, workers)) * self.batch_size
+            if share == 0:
+                continue
+            stream = TrainStream(self.cfg, self.rank, self.world_size, epoch)
+            slot = Slot(self.rank * workers + logical, self.world_size * workers)
+            items = stream.slot_items(slot)
+            for _ in range(share):
+                yield next(items)
+            items.close()
