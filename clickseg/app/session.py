@@ -154,10 +154,11 @@ class Session:
         path = str(path).strip()
         if not path:
             raise DemoError("no checkpoint path given")
+        if not Path(path).is_file():
+            raise DemoError(f"checkpoint {path} does not exist" if not Path(path).exists()
+                            else f"checkpoint {path} is not a file")
         try:
             model = load_checkpoint(path, self.device)
-        except FileNotFoundError:
-            raise DemoError(f"checkpoint {path} does not exist") from None
         except (ValueError, KeyError, TypeError, RuntimeError, OSError) as e:
             raise DemoError(f"checkpoint {path} does not load: {e}") from None
         self.predictor = Predictor(model, self.device)
