@@ -1,5 +1,5 @@
 """The evaluation gallery: per experiment and dataset, a static HTML page of the instances worth
-looking at, with small PNG images next to it (opens from disk, no server).
+looking at, with small JPEG images next to it (opens from disk, no server).
 
 For the last evaluated epoch of an experiment on a dataset, each protocol (scaling-curve rows
 aside) gets a section with
@@ -173,8 +173,8 @@ def prediction_panel(image: np.ndarray, gt: np.ndarray, prob: np.ndarray, thresh
     return thumb
 
 
-def write_png(path: Path, rgb: np.ndarray) -> None:
-    ok, data = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+def write_jpeg(path: Path, rgb: np.ndarray, quality: int = 90) -> None:
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
         raise ValueError(f"could not encode {path}")
     rundir.atomic_write(path, lambda f: f.write(data.tobytes()))
@@ -209,14 +209,14 @@ class PageWriter:
 
     def image(self, rgb: np.ndarray, stem: str) -> str:
         self.count += 1
-        name = f"{self.count:04d}_{_safe(stem)}.png"
-        write_png(self.files / name, rgb)
+        name = f"{self.count:04d}_{_safe(stem)}.jpg"
+        write_jpeg(self.files / name, rgb)
         self.written.add(name)
         return f"{self.files.name}/{name}"
 
     def remove_stale(self) -> None:
         """Remove the images of an earlier version of the page that this one does not show."""
-        for p in self.files.glob("*.png") if self.files.is_dir() else ():
+        for p in self.files.glob("*.jpg") if self.files.is_dir() else ():
             if p.name not in self.written:
                 p.unlink()
 

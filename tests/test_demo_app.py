@@ -132,7 +132,8 @@ def test_clicks_undo_reset_show_what_the_predictor_computes(app_url, driver, dem
     assert 0 < gt_pixels < int(gt.sum())
 
     # positive click deep inside the object
-    depth = cv2.distanceTransform((gt == 1).astype(np.uint8), cv2.DIST_L2, 5)
+    padded = np.pad((gt == 1).astype(np.uint8), 1)  # the image border counts as outside
+    depth = cv2.distanceTransform(padded, cv2.DIST_L2, 5)[1:-1, 1:-1]
     y, x = map(int, np.unravel_index(np.argmax(depth), gt.shape))
     _click(driver, y, x, positive=True)
     assert _shown_clicks(driver) == [(y, x, True)]

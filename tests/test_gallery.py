@@ -168,7 +168,7 @@ def test_eval_checkpoint_with_gallery(demo_run, builtin_dirs, tmp_path, repo_roo
     page = out / "gallery" / "epoch_0002" / "davis.html"
     text = page.read_text()
     assert len(re.findall(r'<div class="tile"', text)) == 2 and 'class="warn"' not in text
-    assert len(list((out / "gallery" / "epoch_0002" / "davis_files").glob("*.png"))) == 4
+    assert len(list((out / "gallery" / "epoch_0002" / "davis_files").glob("*.jpg"))) == 4
     assert f"gallery: 1 page(s), {out / 'gallery' / 'index.html'}" in capsys.readouterr().out
 
 

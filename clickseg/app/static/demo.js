@@ -22,8 +22,9 @@ function loadImage(url) {
 }
 
 function fitScale(w, h) {
-  const room = Math.max(200, Math.min(window.innerWidth - 320, 900));
-  const s = Math.min(room / w, 700 / h);
+  const roomW = Math.max(200, Math.min(window.innerWidth - 340, 900));
+  const roomH = Math.max(200, window.innerHeight - 80);
+  const s = Math.min(roomW / w, roomH / h);
   return s >= 1 ? Math.floor(s) : s;
 }
 
