@@ -334,7 +334,7 @@ def write_page(page: Path, experiment: str, dataset: str, sections: list[Section
         ckpt = checkpoint_of(row)
         parts.append(f'<section id="{html.escape(s.protocol)}" data-protocol="{html.escape(s.protocol)}">'
                      f"<h2>{html.escape(s.protocol)}, epoch {row['epoch']}</h2>"
-                     f"<p>{row['instances']} instances, {row['draws']} draw(s), mIoU@1 "
+                     f"<p>{row.get('instances')} instances, {row.get('draws', 1)} draw(s), mIoU@1 "
                      f"{row['metrics'].get('mIoU@1', float('nan')):.4f}; checkpoint {html.escape(str(ckpt))}</p>")
         tiles = []
         for n in s.worst:
@@ -401,7 +401,7 @@ def write_galleries(out_dir: str | Path, run_dirs: Sequence[str | Path], baselin
         try:
             shard_dir = dataset_dir(sections[0].row["run_dir"], ds, datasets)
             write_page(page, exp, ds, sections, shard_dir, models, k, baseline)
-        except (ValueError, OSError) as e:
+        except (ValueError, KeyError, OSError) as e:
             errors.append(f"gallery of {exp} on {ds}: {e}")
             continue
         pages.append(page)
