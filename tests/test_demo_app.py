@@ -34,6 +34,9 @@ def app_url(demo_run, builtin_dirs, tmp_path_factory):
     from clickseg.app.session import Catalog, Session
 
     folder = tmp_path_factory.mktemp("images")
+    cv2.imwrite(str(folder / "a.png"), np.full((20, 30, 3), 90, np.uint8))
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a JPEG")
+    (folder / "notes.txt").write_text("not listed")
     catalog = Catalog(folder, {"davis": str(builtin_dirs["davis"])})
     session = Session(demo_run["checkpoint"], "cpu", catalog)
     server = make_server("127.0.0.1", 0, create_app(session), threaded=True)
@@ -240,6 +243,19 @@ def test_clicks_outside_the_image_and_unknown_choices_are_refused(app_url):
     assert status == 400 and data["error"] == "no image or instance named 'davis:nothing#9'"
     assert len(session.clicks) == n
     assert _post(url, "/api/click", {"x": 3, "y": 3, "positive": True}) [0] == 200
+
+
+def test_folder_images_are_listed_and_a_broken_one_is_named(app_url):
+    url, session = app_url
+    with urllib.request.urlopen(url + "/api/choices", timeout=30) as r:
+        ids = [c["id"] for c in json.loads(r.read())]
+    assert ids[:2] == ["file:a.png", "file:broken.jpg"] and not any("notes" in i for i in ids)
+    status, data = _post(url, "/api/select", {"id": "file:a.png"})
+    assert status == 200 and (data["width"], data["height"]) == (30, 20) and data["gt"] is None
+    status, data = _post(url, "/api/select", {"id": "file:broken.jpg"})
+    assert status == 400 and data["error"] == (f"'{session.catalog.files['file:broken.jpg']}' is not an image that "
+                                               "can be read (JPEG, PNG, BMP, TIFF or WebP expected)")
+    assert data["label"] == "file:a.png"  # the previous image stays
 
 
 def test_a_checkpoint_that_does_not_load_stops_the_command(tmp_path, capsys, repo_root):
