@@ -9,7 +9,8 @@
     python launch.py eval --checkpoint PATH --dataset NAME=SHARD_DIR [eval.k=v]  # one checkpoint
     python launch.py status [SWEEP_DIR] [--watch [--interval S]]  # where is my sweep
     python launch.py cancel SWEEP_DIR                        # stop all its jobs
-    python launch.py report SWEEP_OR_RUN_DIRS... [--baseline EXP]
+    python launch.py report SWEEP_OR_RUN_DIRS... [--baseline EXP]  # tables, plots and the gallery
+    python launch.py demo --checkpoint PATH [--images DIR | --dataset NAME=SHARD_DIR]  # click demo in the browser
 """
 from __future__ import annotations
 
@@ -77,7 +78,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         out = args.out or str(Path("runs/eval") / Path(args.checkpoint).stem)
         evaluate_checkpoint(args.checkpoint, datasets, cfg.eval, out, args.device)
         print(f"results and per-instance IoUs in {out}")
-        return 0
+        return _gallery(out, [out], None, args, datasets) if args.gallery else 0
     from clickseg.eval.evaluate import evaluate_run, follow_run
 
     if not runs:
@@ -85,7 +86,20 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for run in runs:
         follow_run(run, device=args.device, overrides=overrides) if args.follow else \
             evaluate_run(run, device=args.device, overrides=overrides)
-    return 0
+    failed = [_gallery(run, [run], None, args) for run in runs] if args.gallery else []
+    return max(failed, default=0)
+
+
+def _gallery(out: str | Path, runs: list, baseline: str | None, args: argparse.Namespace,
+             datasets: dict[str, str] | None = None) -> int:
+    from clickseg.gallery import write_galleries
+
+    pages, errors = write_galleries(out, runs, baseline, args.gallery_k, args.device, datasets)
+    if pages:
+        print(f"gallery: {len(pages)} page(s), {Path(out) / 'gallery' / 'index.html'}")
+    for e in errors:
+        print(f"not written: {e}", file=sys.stderr)
+    return 1 if errors else 0
 
 
 def _run_dirs(paths: list[str]) -> list[Path]:
@@ -106,7 +120,15 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     out = Path(args.out or args.paths[0])
     print(write_report(out, _run_dirs(args.paths), baseline=args.baseline))
+    if args.gallery_k:
+        _gallery(out, _run_dirs(args.paths), args.baseline, args)  # the report stands without its gallery
     return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from clickseg.app.server import serve
+
+    return serve(args)
 
 
 def _latest_sweep(args: argparse.Namespace) -> Path | None:
@@ -193,12 +215,26 @@ def main(argv: list[str] | None = None) -> int:
                    help="with --checkpoint: a sharded evaluation set (repeatable)")
     p.add_argument("--out", help="with --checkpoint: results directory (default runs/eval/<checkpoint stem>)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--gallery", action="store_true", help="also write the gallery of the evaluated results")
+    p.add_argument("--gallery-k", type=int, default=8, metavar="K", help="instances per gallery list")
     p.set_defaults(func=cmd_eval)
     p = sub.add_parser("report", help="table and plot of results")
     p.add_argument("paths", nargs="+", help="sweep or run directories")
     p.add_argument("--baseline", help="experiment name to compare against")
     p.add_argument("--out", help="directory for report.md/csv/png (default: the first path)")
+    p.add_argument("--gallery-k", type=int, default=8, metavar="K",
+                   help="instances per gallery list (gallery/ under --out; 0: no gallery)")
+    p.add_argument("--device", default="cpu", help="where the gallery's instances are predicted again")
     p.set_defaults(func=cmd_report)
+    p = sub.add_parser("demo", help="interactive click demo of a checkpoint in the browser (local web app)")
+    p.add_argument("--checkpoint", required=True, help="a clickseg or SegNext checkpoint file")
+    p.add_argument("--images", help="a folder of images to choose from")
+    p.add_argument("--dataset", action="append", default=[], metavar="NAME=SHARD_DIR",
+                   help="a sharded set whose instances (with ground truth) to choose from (repeatable)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.set_defaults(func=cmd_demo)
     p = sub.add_parser("status", help="state of every experiment of a sweep")
     p.add_argument("sweep", nargs="?")
     p.add_argument("--root", default="runs/sweeps")

@@ -16,7 +16,7 @@ setup() {
     python3 -m venv "$VENV"
     # The torch pair first (pinned for CI in constraints-ci.txt), then the project with its ranges.
     "$PY" -m pip install -q -c constraints-ci.txt torch torchvision
-    "$PY" -m pip install -q -c constraints-ci.txt -e ".[test]"
+    "$PY" -m pip install -q -c constraints-ci.txt -e ".[test,demo]"
     touch "$STAMP"
 }
 

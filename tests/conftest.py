@@ -26,3 +26,11 @@ def builtin_dirs(tmp_path_factory):
     from builtin_data import small_builtin
 
     return small_builtin(tmp_path_factory.mktemp("builtin"))
+
+
+@pytest.fixture(scope="session")
+def demo_run(builtin_dirs, tmp_path_factory):
+    """The demo model evaluated on the small built-in data (tests/trained_run.py)."""
+    from trained_run import demo_runs
+
+    return demo_runs(builtin_dirs, tmp_path_factory.mktemp("demo_run"))

@@ -132,12 +132,14 @@ def make_clicker(cfg: EvalConfig, gt: np.ndarray, seed):
 
 
 def evaluate_views(views: Views, gt: np.ndarray, cfg: EvalConfig, dataset: str = "",
-                   instance: int = 0) -> np.ndarray:
+                   instance: int = 0, trace: list | None = None) -> np.ndarray:
     """IoU after each click for every draw of one instance: a (draws, n_clicks) array.
 
     ``views`` must hold the instance's image (``Views.set_image``); ``dataset`` and ``instance``
     (its index in the dataset) derive the click and jitter seeds from ``cfg.seed``. A draw that
     reaches ``cfg.target_iou`` (when set) stops; its later entries repeat the IoU it reached.
+    With ``trace`` (a list), each click appends ``(clicks, probs)``: every draw's user clicks so
+    far and a copy of the (draws, H, W) probabilities after it (what the gallery draws).
     """
     gt = np.asarray(gt)
     n_clicks = cfg.n_clicks
@@ -174,6 +176,8 @@ def evaluate_views(views: Views, gt: np.ndarray, cfg: EvalConfig, dataset: str =
         pred[live] = prob[live] > cfg.threshold
         for d in live:
             out[d, k] = iou(pred[d], gt)
+        if trace is not None:
+            trace.append(([list(prompts[d][0]) for d in range(d_count)], prob.copy()))
         if cfg.target_iou:
             done = live[out[live, k] >= cfg.target_iou]  # NaN never reaches
             out[done, k + 1:] = out[done, k:k + 1]
