@@ -51,3 +51,16 @@ def import_segnext(path: str | Path) -> None:
     datasets = types.ModuleType("isegm.data.datasets")
     datasets.__getattr__ = lambda name: None
     sys.modules["isegm.data.datasets"] = datasets
+
+
+def segnext_twin(model):
+    """SegNext's ``PlainVitModel`` holding the weights of a clickseg ``SegNext`` (its key names via
+    ``clickseg.model.segnext_compat``), in the same train/eval mode. Call after import_segnext."""
+    from isegm.model.is_plainvit_model import PlainVitModel
+
+    from clickseg.model.segnext_compat import segnext_config, to_segnext_keys
+
+    params = {k: v["value"] for k, v in segnext_config(model.arch, model.input_size)["params"].items()}
+    twin = PlainVitModel(**params)
+    twin.load_state_dict(to_segnext_keys(model.state_dict()))
+    return twin.train(model.training)

@@ -35,11 +35,10 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench._segnext import import_segnext  # noqa: E402
+from bench._segnext import import_segnext, segnext_twin  # noqa: E402
 from clickseg.config import ClickConfig, load_config  # noqa: E402
 from clickseg.losses import normalized_focal_loss  # noqa: E402
 from clickseg.model import ARCHITECTURES, build_segnext  # noqa: E402
-from clickseg.model.segnext_compat import segnext_config, to_segnext_keys  # noqa: E402
 from clickseg.simulate import ClickSimulation  # noqa: E402
 from clickseg.train import make_optimizer  # noqa: E402
 
@@ -114,14 +113,9 @@ class SegNextStep:
     def __init__(self, ours: ClicksegStep, size: int, batch):
         from isegm.engine import trainer
         from isegm.engine.optimizer import get_optimizer
-        from isegm.model.is_plainvit_model import PlainVitModel
         from isegm.model.losses import NormalizedFocalLossSigmoid
 
-        arch = ours.model.arch
-        params = {k: v["value"] for k, v in segnext_config(arch, size)["params"].items()}
-        self.net = PlainVitModel(**params)
-        self.net.load_state_dict(to_segnext_keys(ours.model.state_dict()))
-        self.net.train()
+        self.net = segnext_twin(ours.model).train()
         self.optimizer = get_optimizer(self.net, "adam", dict(lr=5e-5, betas=(0.9, 0.999), eps=1e-8))
         loss_cfg = {"instance_loss": NormalizedFocalLossSigmoid(alpha=0.5, gamma=2), "instance_loss_weight": 1.0}
         self.trainer = types.SimpleNamespace(

@@ -34,7 +34,8 @@ class Predictor:
         """image: H x W x 3 uint8 RGB."""
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"set_image expects an H x W x 3 uint8 array, got {image.shape} {image.dtype}")
-        x = torch.from_numpy(image).to(self.device).permute(2, 0, 1)[None].float() / 255.0
+        # channels first in memory before the float conversion: resizing a channels-last view is slower
+        x = torch.from_numpy(image).to(self.device).permute(2, 0, 1).contiguous()[None].float() / 255.0
         self.features = self.model.encode_image(x)
         self.size = image.shape[:2]
         self.reset()

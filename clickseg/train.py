@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from clickseg import checkpoint, rundir
 from clickseg.config import Config, ConfigError, load_config, save_config, to_dict
-from clickseg.data.stream import EpochSequence, TrainStream, one_thread_worker
+from clickseg.data.stream import EpochSequence, TrainStream, loader_workers
 from clickseg.losses import normalized_focal_loss
 from clickseg.model import build_segnext
 from clickseg.model.pretrained import load_mae_weights
@@ -302,8 +302,8 @@ def training_batches(cfg: Config, rank: int, world: int, start: Position, steps_
     workers live for the whole training (``clickseg.data.stream.EpochSequence``)."""
     data = EpochSequence(cfg, rank, world, start.epoch, cfg.train.epochs, steps_per_epoch, cfg.train.batch_size)
     workers = cfg.data.num_workers
-    return iter(DataLoader(data, batch_size=cfg.train.batch_size, num_workers=workers,
-                           worker_init_fn=one_thread_worker, pin_memory=torch.cuda.is_available(),
+    return iter(DataLoader(data, batch_size=cfg.train.batch_size, **loader_workers(workers),
+                           pin_memory=torch.cuda.is_available(),
                            prefetch_factor=cfg.data.prefetch_batches if workers else None))
 
 

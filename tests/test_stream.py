@@ -160,14 +160,23 @@ def test_one_loader_for_all_epochs_gives_the_per_epoch_loaders_batches(builtin_d
     epoch's ``TrainStream``, also when the epoch's batch count is not a multiple of the workers."""
     from torch.utils.data import DataLoader
 
-    from clickseg.data.stream import EpochSequence, one_thread_worker
+    import cv2
+    import numpy as np
+
+    from clickseg.data.stream import EpochSequence, loader_workers
 
     cfg = load_config(REPO / "configs" / "demo.yaml", tiny_overrides(builtin_dirs, tmp_path / "run", **{
         "data.shuffle_buffer": 3, "data.num_workers": workers, "data.cache_mb": 0}))
     rank, world, first, epochs = 1, 2, 1, 4
+    # This process uses OpenCV's thread pool first, as a training's does: forked workers that
+    # then set their OpenCV thread count would hang.
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(2)
+    cv2.resize(np.zeros((2000, 2000, 3), np.uint8), (3000, 3000))
+    cv2.setNumThreads(threads)
 
     def loader(dataset):
-        return DataLoader(dataset, batch_size=batch, num_workers=workers, worker_init_fn=one_thread_worker)
+        return DataLoader(dataset, batch_size=batch, **loader_workers(workers))
 
     want = []
     for epoch in range(first, epochs):

@@ -55,6 +55,17 @@ def assign(urls: list[str], slot: Slot) -> tuple[list[str], bool]:
     return list(urls), True
 
 
+def loader_workers(n: int) -> dict:
+    """DataLoader arguments for ``n`` data-loading worker processes, started by ``spawn``: a forked
+    worker that sets OpenCV's thread count hangs for good when the parent process had used
+    OpenCV's thread pool (it waits for pool threads that a forked child does not have), and a
+    training's parent does use it (augmentation in-process, the correction clicks). Spawned
+    workers start clean; with one loader for the whole training their start-up is paid once."""
+    if n == 0:
+        return {"num_workers": 0}
+    return {"num_workers": n, "worker_init_fn": one_thread_worker, "multiprocessing_context": "spawn"}
+
+
 def one_thread_worker(worker_id: int) -> None:
     """DataLoader ``worker_init_fn``: one OpenCV and torch thread per worker process, so that
     ``data.num_workers`` processes use that many cores instead of competing for all of them."""
