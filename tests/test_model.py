@@ -119,3 +119,39 @@ def test_patch_size_sets_token_grid_prompt_tokens_and_input_check(tmp_path):
     with pytest.raises(ValueError, match="16-pixel patches"):
         export_segnext(model, tmp_path / "p8.pth")
     assert not (tmp_path / "p8.pth").exists()
+
+
+def test_head_per_scale_fusion_equals_segnext_head_with_gradients():
+    """The head applies each scale's slice of the fusion convolution before resizing; outputs and
+    the gradients of every head parameter and input equal SegNext's order (resize, concatenate,
+    fuse) within float rounding, in training mode (dropout drawn alike)."""
+    import torch.nn.functional as F
+
+    from clickseg.model.decoder import SegHead, resize
+
+    torch.manual_seed(0)
+    head = SegHead([8, 16, 16, 32], 12).train()
+    shapes = [(2, 8, 24, 24), (2, 16, 12, 12), (2, 16, 6, 6), (2, 32, 3, 3)]
+
+    def segnext_order(feats):
+        size = feats[0].shape[-2:]
+        outs = [resize(conv(f), size) for conv, f in zip(head.convs, feats)]
+        return head.seg_conv(head.dropout(head.fusion_conv(torch.cat(outs, dim=1))))
+
+    results = []
+    for forward in (head.forward, segnext_order):
+        torch.manual_seed(1)
+        feats = [torch.randn(s, requires_grad=True) for s in shapes]
+        head.zero_grad()
+        torch.manual_seed(2)
+        out = forward(feats)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        results.append((out.detach(), [f.grad for f in feats], {k: p.grad.clone() for k, p in head.named_parameters()}))
+    (o1, g1, p1), (o2, g2, p2) = results
+    assert o1.shape == (2, 1, 24, 24) and o1.std() > 0
+    torch.testing.assert_close(o1, o2, rtol=1e-5, atol=1e-6)
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert p1.keys() == p2.keys()
+    for k in p1:
+        torch.testing.assert_close(p1[k], p2[k], rtol=1e-4, atol=1e-5, msg=lambda m: f"{k}: {m}")

@@ -63,10 +63,11 @@ class SegHead(nn.Module):
         size = feats[0].shape[-2:]
         conv = self.fusion_conv.conv
         slices = conv.weight.split([c.conv.out_channels for c in self.convs], dim=1)
-        fused = conv.bias.view(1, -1, 1, 1)
+        fused = None
         for head_conv, f, w in zip(self.convs, feats, slices):
-            fused = fused + resize(F.conv2d(head_conv(f), w), size)
-        return self.seg_conv(self.dropout(F.relu(fused)))
+            part = resize(F.conv2d(head_conv(f), w), size)
+            fused = part if fused is None else fused.add_(part)  # in place: the finest maps are large
+        return self.seg_conv(self.dropout(F.relu(fused.add_(conv.bias.view(1, -1, 1, 1)))))
 
 
 def resize(x: torch.Tensor, size: torch.Size) -> torch.Tensor:
