@@ -177,8 +177,13 @@ class TrainConfig:
     mixed_precision: str = "no"
     """``no`` (SegNext: fp32), ``bf16`` (autocast, on CPU too) or ``fp16`` (CUDA only, with loss scaling)."""
     compile: bool = False
-    """``torch.compile`` the training model (the click simulation's forward passes stay eager);
-    checkpoints are the same either way."""
+    """``torch.compile`` the image encoder, prompt encoder and decoder in place (the click
+    simulation stays eager); checkpoints are the same either way."""
+    max_nonfinite_steps: int = 3
+    """A step whose gradient is not finite (a NaN or inf loss) is skipped and logged with its
+    samples; this many in a row stop the training (the last checkpoint is its last good state).
+    0: every step is applied, as in SegNext's trainer (one non-finite gradient then makes the
+    weights NaN). Runs whose gradients stay finite are the same either way."""
     log_every: int = 10
     num_vis: int = 4
     """Sample images with clicks and predictions written to TensorBoard per epoch."""
@@ -419,6 +424,7 @@ def validate(cfg: Config) -> None:
     _need(t.weight_decay >= 0, "train.weight_decay", "must be >= 0")
     _need(t.lr_schedule in LR_SCHEDULES, "train.lr_schedule", f"one of {LR_SCHEDULES}")
     _need(t.warmup_steps >= 0, "train.warmup_steps", "must be >= 0")
+    _need(t.max_nonfinite_steps >= 0, "train.max_nonfinite_steps", "must be >= 0 (0: apply every step, as SegNext)")
     _need(t.num_processes >= 1, "train.num_processes", "must be >= 1")
     _need(t.mixed_precision in ("no", "fp16", "bf16"), "train.mixed_precision", "one of no, fp16, bf16")
     _check_eval(cfg.eval)

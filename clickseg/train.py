@@ -334,7 +334,8 @@ def train_epoch(run: Run, start: Position, progress: "Progress", batches: Iterat
             logits = model(images, batch["clicks"].to(accelerator.device), prev, simulate=prompts)
             loss = normalized_focal_loss(logits.float(), gt).mean()
         accelerator.backward(loss)
-        if finite_gradients(run.module):  # the same on every rank: DDP has averaged the gradients
+        # The same answer on every rank: DDP has averaged the gradients. 0 applies every step (SegNext).
+        if cfg.train.max_nonfinite_steps == 0 or finite_gradients(run.module):
             run.optimizer.step()
             run.nonfinite_in_row = 0
         else:
@@ -358,9 +359,6 @@ def train_epoch(run: Run, start: Position, progress: "Progress", batches: Iterat
     return EpochEnd(Position(start.epoch + 1, 0, step), stop, loss.item(), skipped, time.time() - t0, samples, last)
 
 
-MAX_NONFINITE_IN_ROW = 3
-
-
 def finite_gradients(model: torch.nn.Module) -> bool:
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     return bool(torch.stack(torch._foreach_norm(grads)).isfinite().all()) if grads else True
@@ -368,12 +366,12 @@ def finite_gradients(model: torch.nn.Module) -> bool:
 
 def skip_nonfinite_step(run: Run, step: int, keys: list[str]) -> None:
     """A non-finite gradient (a NaN or inf loss) is not applied: the step is skipped and logged
-    with the batch's samples; ``MAX_NONFINITE_IN_ROW`` in a row stop the training."""
+    with the batch's samples; ``train.max_nonfinite_steps`` in a row stop the training."""
     run.nonfinite_in_row += 1
     print(f"[rank {run.accelerator.process_index}] step {step}: non-finite gradient, step skipped "
           f"(samples {', '.join(keys)})", flush=True)
     run.accelerator.log({"train/skipped_nonfinite_steps": run.nonfinite_in_row}, step=step)
-    if run.nonfinite_in_row >= MAX_NONFINITE_IN_ROW:
+    if run.nonfinite_in_row >= run.cfg.train.max_nonfinite_steps:
         raise FloatingPointError(f"{run.nonfinite_in_row} optimizer steps in a row ending at step {step} had "
                                  f"non-finite gradients; the last checkpoint is the last good state")
 

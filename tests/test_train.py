@@ -219,9 +219,12 @@ def test_training_shows_progress_in_its_log_and_state(builtin_dirs, tmp_path, mo
     assert final.status is Status.DONE and final.eta_s() is None
 
 
-@pytest.mark.parametrize("bad_steps, fails", [({2}, False), ({2, 3, 4}, True)])
+@pytest.mark.parametrize("bad_steps, fails, applied", [({2}, False, False), ({2, 3, 4}, True, False),
+                                                      ({2}, False, True)])
 def test_a_nonfinite_step_is_skipped_and_three_in_a_row_stop(builtin_dirs, tmp_path, monkeypatch, capfd,
-                                                             bad_steps, fails):
+                                                             bad_steps, fails, applied):
+    """Default: the step is skipped, 3 in a row stop the run. ``train.max_nonfinite_steps=0``
+    (SegNext's trainer): the step is applied and the weights become NaN."""
     import clickseg.train as train_module
 
     real, calls = train_module.normalized_focal_loss, []
@@ -233,7 +236,8 @@ def test_a_nonfinite_step_is_skipped_and_three_in_a_row_stop(builtin_dirs, tmp_p
 
     monkeypatch.setattr(train_module, "normalized_focal_loss", loss_with_nan)
     run_dir = tmp_path / "run"
-    cfg = load_config(None, tiny_overrides(builtin_dirs, run_dir))  # 2 epochs of 4 steps
+    extra = {"train.max_nonfinite_steps": 0} if applied else {}
+    cfg = load_config(None, tiny_overrides(builtin_dirs, run_dir, **extra))  # 2 epochs of 4 steps
     if fails:
         with pytest.raises(FloatingPointError, match="3 optimizer steps in a row ending at step 4"):
             train(cfg)
@@ -241,8 +245,13 @@ def test_a_nonfinite_step_is_skipped_and_three_in_a_row_stop(builtin_dirs, tmp_p
         return
     train(cfg)
     err = capfd.readouterr().out
-    assert err.count("non-finite gradient, step skipped") == 1 and "step 2: non-finite" in err
     final = _final_state(run_dir)
+    if applied:
+        assert "non-finite" not in err and final["step"] == 8
+        nan = [k for k, v in final["model"].items() if torch.isnan(v).all()]
+        assert "image_encoder.patch_embed.proj.weight" in nan and "decoder.head.seg_conv.weight" in nan
+        return
+    assert err.count("non-finite gradient, step skipped") == 1 and "step 2: non-finite" in err
     assert final["step"] == 8 and all(torch.isfinite(v).all() for v in final["model"].values())
 
 
