@@ -9,7 +9,7 @@
     python launch.py eval --checkpoint PATH --dataset NAME=SHARD_DIR [eval.k=v]  # one checkpoint
     python launch.py status [SWEEP_DIR] [--watch [--interval S]]  # where is my sweep
     python launch.py cancel SWEEP_DIR                        # stop all its jobs
-    python launch.py report SWEEP_OR_RUN_DIRS... [--baseline EXP]  # tables, plots and the gallery
+    python launch.py report SWEEP_OR_RUN_DIRS... [--baseline EXP] [--gallery]  # tables, plots (+ gallery)
     python launch.py demo --checkpoint PATH [--images DIR | --dataset NAME=SHARD_DIR]  # click demo in the browser
 """
 from __future__ import annotations
@@ -120,7 +120,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     out = Path(args.out or args.paths[0])
     print(write_report(out, _run_dirs(args.paths), baseline=args.baseline))
-    if args.gallery_k:
+    if args.gallery:
         _gallery(out, _run_dirs(args.paths), args.baseline, args)  # the report stands without its gallery
     return 0
 
@@ -222,8 +222,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("paths", nargs="+", help="sweep or run directories")
     p.add_argument("--baseline", help="experiment name to compare against")
     p.add_argument("--out", help="directory for report.md/csv/png (default: the first path)")
-    p.add_argument("--gallery-k", type=int, default=8, metavar="K",
-                   help="instances per gallery list (gallery/ under --out; 0: no gallery)")
+    p.add_argument("--gallery", action="store_true",
+                   help="also write the gallery (gallery/ under --out): loads the checkpoints and predicts the "
+                        "shown instances again, so it needs torch and takes minutes for large models on a CPU")
+    p.add_argument("--gallery-k", type=int, default=8, metavar="K", help="instances per gallery list")
     p.add_argument("--device", default="cpu", help="where the gallery's instances are predicted again")
     p.set_defaults(func=cmd_report)
     p = sub.add_parser("demo", help="interactive click demo of a checkpoint in the browser (local web app)")

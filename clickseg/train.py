@@ -302,7 +302,10 @@ def training_batches(cfg: Config, rank: int, world: int, start: Position, steps_
     workers live for the whole training (``clickseg.data.stream.EpochSequence``)."""
     data = EpochSequence(cfg, rank, world, start.epoch, cfg.train.epochs, steps_per_epoch, cfg.train.batch_size)
     workers = cfg.data.num_workers
-    return iter(DataLoader(data, batch_size=cfg.train.batch_size, **loader_workers(workers),
+    # Its own generator: starting an iterator draws a seed, which must not come from the global
+    # RNG that a resumed run restores (the step after a resume would see another dropout draw).
+    seed = torch.Generator().manual_seed(cfg.train.seed)
+    return iter(DataLoader(data, batch_size=cfg.train.batch_size, **loader_workers(workers), generator=seed,
                            pin_memory=torch.cuda.is_available(),
                            prefetch_factor=cfg.data.prefetch_batches if workers else None))
 

@@ -1,4 +1,4 @@
-"""The evaluation gallery: pages written by ``launch.py report`` and ``launch.py eval --gallery``,
+"""The evaluation gallery: pages written by ``launch.py report --gallery`` and ``launch.py eval --gallery``,
 opened from disk in a real headless Chromium; tiles counted, named and checked against the
 stored results (the recomputed IoU@1 of every shown instance equals the stored one)."""
 from __future__ import annotations
@@ -72,7 +72,7 @@ def gallery(demo_run, builtin_dirs, tmp_path_factory, repo_root):
 
     out = root / "report"
     assert main(["report", str(demo_run["run"]), str(demo_run["other"]), str(run_e), "--baseline", "demo-other",
-                 "--gallery-k", str(K), "--out", str(out)]) == 0
+                 "--gallery", "--gallery-k", str(K), "--out", str(out)]) == 0
     return {"out": out / "gallery", "emptied": emptied, "run_e": run_e, **demo_run}
 
 
