@@ -120,9 +120,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     out = Path(args.out or args.paths[0])
     print(write_report(out, _run_dirs(args.paths), baseline=args.baseline))
-    if args.gallery:
-        _gallery(out, _run_dirs(args.paths), args.baseline, args)  # the report stands without its gallery
-    return 0
+    # The report is written first and stands without its gallery; a page that could not be made
+    # is named and makes the exit status 1, as for eval --gallery.
+    return _gallery(out, _run_dirs(args.paths), args.baseline, args) if args.gallery else 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

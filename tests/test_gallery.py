@@ -172,7 +172,7 @@ def test_eval_checkpoint_with_gallery(demo_run, builtin_dirs, tmp_path, repo_roo
     assert f"gallery: 1 page(s), {out / 'gallery' / 'index.html'}" in capsys.readouterr().out
 
 
-def test_a_missing_checkpoint_is_named_and_other_pages_are_written(demo_run, tmp_path):
+def test_a_missing_checkpoint_is_named_and_other_pages_are_written(demo_run, tmp_path, repo_root, capsys):
     from clickseg.gallery import write_galleries
 
     run = tmp_path / "copy"
@@ -185,3 +185,11 @@ def test_a_missing_checkpoint_is_named_and_other_pages_are_written(demo_run, tmp
     assert [p.parent.name for p in pages] == ["demo-other"]
     assert len(errors) == 1 and errors[0].startswith("gallery of demo-run on davis: checkpoint of demo-run epoch 2 "
                                                      "not found")
+    # report --gallery: the report is written, the page that could not be made is named, exit 1
+    sys.path.insert(0, repo_root)
+    from launch import main
+
+    capsys.readouterr()
+    assert main(["report", str(run), str(demo_run["other"]), "--gallery", "--out", str(tmp_path / "report")]) == 1
+    assert (tmp_path / "report" / "report.md").exists()
+    assert "not written: gallery of demo-run on davis: checkpoint of demo-run epoch 2 not found" in capsys.readouterr().err
