@@ -24,15 +24,15 @@ import math
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import cv2
 import numpy as np
 import yaml
 
-import shards
 from clickseg import rundir
 from clickseg.config import EvalConfig
+from clickseg.eval.evaluate import instance_objects
 from clickseg.report import baseline_row, collect, first_click_ious, latest
 
 THUMB = 160  # longest side of the gallery images, pixels
@@ -86,20 +86,6 @@ def gains_and_losses(row: dict, ref: dict, k: int) -> tuple[list[tuple[str, floa
 
 
 # --------------------------------------------------------------------------- recomputing
-
-
-def walk_instances(dataset_dir: str | Path, limit: int = 0) -> Iterator[tuple[int, str, shards.Sample, shards.Object]]:
-    """(index, name, sample, object) of every evaluation instance, empty ones included, in the
-    order and with the indices (click seeds) of ``clickseg.eval.evaluate.instances``."""
-    n = 0
-    for sample in shards.open_dataset(dataset_dir):
-        for obj in sample.objects:
-            if obj.is_stuff:
-                continue
-            if limit and n >= limit:
-                return
-            yield n, f"{sample.source}#{obj.id}", sample, obj
-            n += 1
 
 
 def protocol_of(row: dict) -> EvalConfig:
@@ -315,7 +301,8 @@ def write_page(page: Path, experiment: str, dataset: str, sections: list[Section
     found: dict[str, tuple[int, np.ndarray, np.ndarray]] = {}
     skipped: list[str] = []
     walked: list[str] = []
-    for index, name, sample, obj in walk_instances(shard_dir, limit):
+    for index, (sample, obj) in enumerate(instance_objects(shard_dir, limit)):
+        name = f"{sample.source}#{obj.id}"
         if not obj.mask.any():
             skipped.append(name)
             continue

@@ -36,3 +36,11 @@ def make_driver(width: int = 1200, height: int = 900):
                 "--allow-file-access-from-files"):
         opts.add_argument(arg)
     return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
+
+
+def chromium_session(width: int, height: int):
+    """The body of a driver fixture: skips without Chromium, quits the driver afterwards."""
+    skip_without_chromium()
+    driver = make_driver(width, height)
+    yield driver
+    driver.quit()

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import cv2
 
-from browser import make_driver, skip_without_chromium
+from browser import chromium_session
 from clickseg.eval.metrics import iou
 from clickseg.model import load_checkpoint
 from clickseg.predictor import Predictor
@@ -49,10 +49,7 @@ def app_url(demo_run, builtin_dirs, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def driver():
-    skip_without_chromium()
-    d = make_driver(1200, 1000)
-    yield d
-    d.quit()
+    yield from chromium_session(1200, 1000)
 
 
 def _wait(driver, cond, timeout=30):

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from browser import make_driver, skip_without_chromium
+from browser import chromium_session
 from clickseg.rundir import read_results
 from trained_run import make_run
 
@@ -78,10 +78,7 @@ def gallery(demo_run, builtin_dirs, tmp_path_factory, repo_root):
 
 @pytest.fixture(scope="module")
 def driver():
-    skip_without_chromium()
-    d = make_driver(1100, 900)
-    yield d
-    d.quit()
+    yield from chromium_session(1100, 900)
 
 
 def _row(run_dir, protocol, epoch=None):

@@ -40,8 +40,9 @@ class Instance:
     gt: np.ndarray  # H x W int: 1 object, 0 background
 
 
-def instances(dataset_dir: str, limit: int = 0) -> Iterator[Instance | None]:
-    """Evaluation instances in source order (every non-stuff object); None for an empty object."""
+def instance_objects(dataset_dir: str | Path, limit: int = 0) -> Iterator[tuple[shards.Sample, shards.Object]]:
+    """(sample, object) of every evaluation instance (non-stuff object, empty ones included) in
+    source order, the first ``limit`` (0: all); an instance's position is its index (click seed)."""
     n = 0
     for sample in shards.open_dataset(dataset_dir):
         for obj in sample.objects:
@@ -50,7 +51,13 @@ def instances(dataset_dir: str, limit: int = 0) -> Iterator[Instance | None]:
             if limit and n >= limit:
                 return
             n += 1
-            yield Instance(sample.source, obj.id, sample.image, obj.mask.astype(np.int64)) if obj.mask.any() else None
+            yield sample, obj
+
+
+def instances(dataset_dir: str, limit: int = 0) -> Iterator[Instance | None]:
+    """Evaluation instances in source order (every non-stuff object); None for an empty object."""
+    for sample, obj in instance_objects(dataset_dir, limit):
+        yield Instance(sample.source, obj.id, sample.image, obj.mask.astype(np.int64)) if obj.mask.any() else None
 
 
 @dataclass
